@@ -1,0 +1,185 @@
+"""HarmonyFilter: the mitmproxy glue. Decides which flows are ours, then hands the bodies to the
+pure core (request fixes, response rewriting, the stream rewriter)."""
+
+import fnmatch
+import json
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from mitmproxy import ctx
+from mitmproxy import exceptions
+from mitmproxy import http
+
+from .decoder import BUILTIN_TOOL_MODES
+from .openai_shapes import REASONING_MODES
+from .openai_shapes import TOOL_MODES
+from .openai_shapes import OutputStyle
+from .outcome import Outcome
+from .response import rewrite_completion
+from .stream import StreamRewriter
+
+logger = logging.getLogger(__name__)
+
+META = "harmony"
+"""flow.metadata key: what the filter saw and did (serialisable, kept in recordings)."""
+
+
+def is_chat_request(method: str, path: str) -> bool:
+    return method == "POST" and path.split("?", 1)[0].rstrip("/").endswith("/chat/completions")
+
+
+def parse_json_object(raw: bytes | None) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw or b"")
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class HarmonyFilter:
+    """Rewrites gpt-oss chat completions (Harmony markup, reasoning fields, tool calls) into the
+    clean OpenAI shape clients expect; everything else passes untouched."""
+
+    def __init__(self) -> None:
+        self.models = re.compile(r"gpt[-_]?oss", re.IGNORECASE)
+        self.style = OutputStyle()
+        self._streams: dict[str, StreamRewriter] = {}
+
+    def load(self, loader: Any) -> None:
+        loader.add_option(
+            "harmony_models", str, r"gpt[-_]?oss",
+            "Regular expression (case-insensitive, searched) for the request's `model`: only "
+            "chat completions for matching models are filtered.",
+        )
+        loader.add_option(
+            "harmony_hosts", Sequence[str], [],
+            "Host names (glob patterns such as `*.groq.com`) to filter; empty means every host. "
+            "Useful in system-proxy mode.",
+        )
+        loader.add_option(
+            "harmony_reasoning", str, "both",
+            "Where the client gets the reasoning: `both` (reasoning_content and reasoning, same "
+            "text), `reasoning_content`, `reasoning`, `think` (<think>…</think> before the "
+            "content) or `drop`.",
+            choices=REASONING_MODES,
+        )
+        loader.add_option(
+            "harmony_tools", str, "openai",
+            "How tool calls reach the client: `openai` tool_calls, `text` (readable text in the "
+            "content) or `drop`.",
+            choices=TOOL_MODES,
+        )
+        loader.add_option(
+            "harmony_builtin_tools", str, "drop",
+            "Calls to gpt-oss built-in tools (browser.*, python, container.*): `drop` them, or "
+            "`surface` them as tool calls under their own name.",
+            choices=BUILTIN_TOOL_MODES,
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "harmony_models" in updated:
+            try:
+                self.models = re.compile(ctx.options.harmony_models, re.IGNORECASE)
+            except re.error as e:
+                raise exceptions.OptionsError(f"Invalid harmony_models pattern: {e}") from e
+        if updated & {"harmony_reasoning", "harmony_tools"}:
+            self.style = OutputStyle(ctx.options.harmony_reasoning, ctx.options.harmony_tools)
+
+    # -- hooks ----------------------------------------------------------------------------
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not self._is_ours(flow):
+            return
+        body = parse_json_object(flow.request.content)
+        if body is None:
+            logger.warning("harmony-filter: %s: request body is not a JSON object; passing "
+                           "through", flow.request.pretty_url)
+            return
+        model = body.get("model")
+        if not isinstance(model, str) or not self.models.search(model):
+            return
+        flow.metadata[META] = {"model": model, "stream": body.get("stream") is True}
+        # Compressed SSE cannot be rewritten chunk by chunk; the hop is local anyway.
+        flow.request.headers["accept-encoding"] = "identity"
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        info = flow.metadata.get(META)
+        response = flow.response
+        if info is None or response is None or response.status_code != 200:
+            return
+        if not _is_sse(response):
+            return
+        if response.headers.get("content-encoding", "identity") != "identity":
+            logger.warning("harmony-filter: %s: compressed event stream; passing through",
+                           flow.request.pretty_url)
+            info["outcome"] = "passthrough"
+            response.stream = True
+            return
+        response.headers.pop("content-length", None)
+        rewriter = StreamRewriter(self.style, ctx.options.harmony_builtin_tools)
+        self._streams[flow.id] = rewriter
+        response.stream = rewriter
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        info = flow.metadata.get(META)
+        response = flow.response
+        rewriter = self._streams.pop(flow.id, None)
+        if info is None or response is None:
+            return
+        if response.status_code != 200:
+            info["outcome"] = "upstream-error"
+            return
+        if rewriter is not None and rewriter.calls:
+            self._record(info, rewriter.outcome, rewriter.warnings)
+        elif _is_sse(response):
+            self._rewrite_sse_body(flow, info)
+        else:
+            self._rewrite_json_body(flow, info)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._streams.pop(flow.id, None)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _is_ours(self, flow: http.HTTPFlow) -> bool:
+        request = flow.request
+        if not is_chat_request(request.method, request.path):
+            return False
+        hosts = ctx.options.harmony_hosts
+        return not hosts or any(fnmatch.fnmatch(request.pretty_host, h) for h in hosts)
+
+    def _rewrite_json_body(self, flow: http.HTTPFlow, info: dict[str, Any]) -> None:
+        assert flow.response
+        body = parse_json_object(flow.response.content)
+        if body is None or not isinstance(body.get("choices"), list):
+            logger.warning("harmony-filter: %s: response is not a chat completion; passing "
+                           "through", flow.request.pretty_url)
+            info["outcome"] = "passthrough"
+            return
+        outcome = rewrite_completion(body, self.style, ctx.options.harmony_builtin_tools)
+        flow.response.text = json.dumps(body, ensure_ascii=False)
+        self._record(info, outcome, [])
+
+    def _rewrite_sse_body(self, flow: http.HTTPFlow, info: dict[str, Any]) -> None:
+        """A whole event stream in hand: a flow read from a file, or a server-replayed one
+        (mitmproxy does not call stream callables there)."""
+        assert flow.response
+        raw = flow.response.raw_content
+        if not raw or flow.response.headers.get("content-encoding", "identity") != "identity":
+            return
+        rewriter = StreamRewriter(self.style, ctx.options.harmony_builtin_tools)
+        flow.response.content = b"".join(rewriter(raw) + rewriter(b""))
+        self._record(info, rewriter.outcome, rewriter.warnings)
+
+    @staticmethod
+    def _record(info: dict[str, Any], outcome: Outcome, warnings: list[str]) -> None:
+        info.update(outcome.summary())
+        info["outcome"] = "rewritten"
+        if warnings:
+            info["warnings"] = list(warnings)
+
+
+def _is_sse(response: http.Response) -> bool:
+    return "text/event-stream" in response.headers.get("content-type", "")

@@ -1,0 +1,307 @@
+"""Incremental Harmony decoder: text deltas in, events out.
+
+gpt-oss writes `<|channel|>analysis<|message|>…<|end|><|start|>assistant<|channel|>final<|message|>…`.
+Servers hand that text to us in pieces cut anywhere, special tokens included, and in many damaged
+shapes. This decoder is a small state machine over the text that:
+
+- gives the same events however the text is cut (it holds back only a possible special-token
+  prefix, plus at most `to=` and whitespace between messages);
+- never raises and never lets a special token into an event;
+- routes analysis to reasoning, final and recipient-less commentary to content, and a message
+  with a `functions.NAME` recipient (in the role or the channel header, on any channel) to a tool
+  call whose arguments stream as they arrive.
+"""
+
+import re
+
+from .events import Content
+from .events import Event
+from .events import Reasoning
+from .events import ToolCallArgs
+from .events import ToolCallBegin
+from .events import ToolCallEnd
+
+SPECIAL_TOKEN = re.compile(r"<\|([a-z_]{1,24})\|>")
+_SPECIAL_PREFIX = re.compile(r"<(?:\|[a-z_]{0,24}\|?)?")
+_RECIPIENT = re.compile(r"\bto=([^\s<]+)")
+_CHANNEL = re.compile(r"<\|channel\|>\s*([A-Za-z_]+)")
+_ROLE = re.compile(r"\s*([^\s<]*)")
+_HEADER_LIMIT = 1024
+"""A header longer than this is no header: we stop buffering it (bounded memory)."""
+
+BUILTIN_PREFIXES = ("browser.", "python", "container.")
+BUILTIN_TOOL_MODES = ("drop", "surface")
+
+# States
+_BETWEEN = 0  # before a message: expecting a header, or headerless text
+_HEADER = 1  # inside a header, until <|message|>
+_BODY = 2  # inside a message body
+_DONE = 3  # after <|return|>: the turn is over
+
+# What a message body becomes
+_REASONING = "reasoning"
+_CONTENT = "content"
+_TOOL = "tool"
+_DROP = "drop"
+
+
+def is_builtin_recipient(recipient: str) -> bool:
+    return recipient.startswith(BUILTIN_PREFIXES)
+
+
+def parse_header(header: str) -> tuple[str, str | None, str | None]:
+    """Split a raw header (special tokens included) into (role, channel, recipient).
+
+    The recipient may stand in the role part or the channel part; anything glued after it
+    (`<|constrain|>json`, a doubled `<|channel|>`) is cut off.
+    """
+    role_match = _ROLE.match(header)
+    role = role_match.group(1) if role_match else ""
+    if role.startswith("to="):
+        role = ""
+    channel_match = _CHANNEL.search(header)
+    recipient_match = _RECIPIENT.search(header)
+    return (
+        role or "assistant",
+        channel_match.group(1) if channel_match else None,
+        recipient_match.group(1) if recipient_match else None,
+    )
+
+
+class HarmonyDecoder:
+    """Decode one assistant turn of Harmony text. Feed text pieces, then call `close()`."""
+
+    def __init__(self, builtin_tools: str = "drop") -> None:
+        self.builtin_tools = builtin_tools
+        self.recoveries: list[str] = []
+        """Names of the repairs this turn needed, in order, each once."""
+        self.tool_calls = 0
+        self._state = _BETWEEN
+        self._kind = _CONTENT
+        self._pending = ""  # a held possible special-token prefix
+        self._lead = ""  # held whitespace / partial `to=` between messages
+        self._header = ""
+        self._after_call = False  # between messages after <|call|>: only a new header counts
+        self._seen_token = False
+        self._emitted = False
+
+    # -- public ---------------------------------------------------------------------------
+
+    def feed(self, text: str) -> list[Event]:
+        if self._state == _BODY and not self._pending and "<" not in text:
+            return self._body_text(text)  # the hot path: one token of message text
+        out: list[Event] = []
+        buf = self._pending + text
+        self._pending = ""
+        pos = 0
+        for match in SPECIAL_TOKEN.finditer(buf):
+            if match.start() > pos:
+                self._on_text(buf[pos : match.start()], out)
+            self._on_token(match.group(1), out)
+            pos = match.end()
+        tail = buf[pos:]
+        cut = tail.rfind("<")
+        if cut >= 0 and _SPECIAL_PREFIX.fullmatch(tail, cut):
+            self._pending = tail[cut:]
+            tail = tail[:cut]
+        if tail:
+            self._on_text(tail, out)
+        return out
+
+    def close(self) -> list[Event]:
+        """End of output: flush what is held and close an open message."""
+        out: list[Event] = []
+        if self._pending:
+            held, self._pending = self._pending, ""
+            if held.startswith("<|"):
+                self._recover("partial-token-dropped")
+            else:
+                self._on_text(held, out)
+        if self._state == _BETWEEN and self._lead.strip() and not self._after_call:
+            self._start_headerless(out)
+        elif self._state == _HEADER:
+            self._recover("header-without-message")
+        elif self._state == _BODY:
+            self._end_message(out)  # servers usually cut the stop token (<|call|>) off
+        self._state = _DONE
+        return out
+
+    # -- text -----------------------------------------------------------------------------
+
+    def _body_text(self, text: str) -> list[Event]:
+        kind = self._kind
+        if kind == _CONTENT:
+            self._emitted = True
+            return [Content(text)]
+        if kind == _REASONING:
+            self._emitted = True
+            return [Reasoning(text)]
+        if kind == _TOOL:
+            return [ToolCallArgs(text)]
+        return []
+
+    def _on_text(self, text: str, out: list[Event]) -> None:
+        state = self._state
+        if state == _BODY:
+            out.extend(self._body_text(text))
+        elif state == _HEADER:
+            self._header_text(text, out)
+        elif state == _BETWEEN:
+            self._between_text(text, out)
+        # _DONE: text after <|return|> is dropped
+        elif text.strip():
+            self._recover("text-after-end-dropped")
+
+    def _header_text(self, text: str, out: list[Event]) -> None:
+        self._header += text
+        if len(self._header) > _HEADER_LIMIT:
+            # Not a header after all: whatever it was, its words are the message.
+            self._recover("oversized-header")
+            self._lead, self._header = SPECIAL_TOKEN.sub("", self._header), ""
+            self._state = _BETWEEN
+            self._start_headerless(out)
+
+    def _between_text(self, text: str, out: list[Event]) -> None:
+        lead = self._lead + text
+        stripped = lead.lstrip()
+        if not stripped or stripped in ("t", "to"):
+            self._lead = lead  # whitespace between messages, or maybe the start of `to=`
+            return
+        if stripped.startswith("to="):
+            self._lead = ""
+            self._begin_header(stripped)
+            return
+        if self._after_call:
+            self._lead = ""
+            self._recover("text-after-call-dropped")
+            return
+        self._lead = lead
+        self._start_headerless(out)
+
+    def _start_headerless(self, out: list[Event]) -> None:
+        """Text with no header: a plain answer (clean upstream), or the final answer of
+        llama.cpp's `--reasoning-format none`, which drops the final header."""
+        text = self._lead if not self._seen_token else self._lead.lstrip()
+        self._lead = ""
+        if self._seen_token:
+            self._recover("final-header-missing")
+        self._state, self._kind = _BODY, _CONTENT
+        out.extend(self._body_text(text))
+
+    # -- tokens ---------------------------------------------------------------------------
+
+    def _on_token(self, name: str, out: list[Event]) -> None:
+        self._seen_token = True
+        state = self._state
+        if state == _BETWEEN:
+            if self._lead.strip() and not self._after_call:
+                self._start_headerless(out)
+                self._on_token_in_body(name, out)
+                return
+            self._lead = ""
+            if name == "start":
+                self._begin_header("")
+            elif name in ("channel", "constrain"):
+                self._begin_header(f"<|{name}|>")
+            elif name == "message":
+                self._begin_header("")
+                self._open_message(out)
+            elif name in ("return", "call") and self._emitted_or_called():
+                self._state = _DONE
+            else:
+                self._recover(f"stray-{name}-ignored")
+        elif state == _HEADER:
+            if name in ("channel", "constrain"):
+                self._header += f"<|{name}|>"
+            elif name == "message":
+                self._open_message(out)
+            else:
+                self._recover("header-without-message")
+                self._header = ""
+                self._after_terminator(name)
+        elif state == _BODY:
+            self._on_token_in_body(name, out)
+
+    def _on_token_in_body(self, name: str, out: list[Event]) -> None:
+        if name in ("message", "constrain") or name not in _TERMINATORS:
+            self._recover(f"stray-{name}-ignored")
+            return
+        if name in ("start", "channel"):
+            self._recover("message-not-terminated")
+        self._end_message(out)
+        self._after_terminator(name)
+
+    def _after_terminator(self, name: str) -> None:
+        if name == "start":
+            self._begin_header("")
+        elif name == "channel":
+            self._begin_header("<|channel|>")
+        elif name == "return":
+            self._state = _DONE
+        else:
+            self._state = _BETWEEN
+            self._after_call = name == "call"
+
+    def _emitted_or_called(self) -> bool:
+        return self._emitted or self.tool_calls > 0
+
+    # -- messages -------------------------------------------------------------------------
+
+    def _begin_header(self, header: str) -> None:
+        self._state = _HEADER
+        self._header = header
+
+    def _open_message(self, out: list[Event]) -> None:
+        role, channel, recipient = parse_header(self._header)
+        self._header = ""
+        self._state = _BODY
+        self._kind = self._classify(role, channel, recipient)
+        if self._kind == _TOOL:
+            assert recipient is not None
+            name = recipient.removeprefix("functions.")
+            self.tool_calls += 1
+            self._after_call = False
+            out.append(ToolCallBegin(name))
+
+    def _classify(self, role: str, channel: str | None, recipient: str | None) -> str:
+        if role != "assistant":
+            self._recover("non-assistant-message-dropped")  # e.g. a hallucinated tool result
+            return _DROP
+        if self._after_call and not recipient:
+            self._recover("text-after-call-dropped")
+            return _DROP
+        if recipient and recipient not in ("assistant", "all", "user"):
+            if recipient.startswith("functions."):
+                return _TOOL if len(recipient) > len("functions.") else _DROP
+            if is_builtin_recipient(recipient):
+                if self.builtin_tools == "surface":
+                    return _TOOL
+                self._recover("builtin-call-dropped")
+                return _DROP
+            return _TOOL
+        if channel == "analysis":
+            return _REASONING
+        if channel not in ("final", "commentary", None):
+            self._recover("unknown-channel")
+        return _CONTENT
+
+    def _end_message(self, out: list[Event]) -> None:
+        if self._kind == _TOOL:
+            out.append(ToolCallEnd())
+        self._state = _BETWEEN
+        self._kind = _CONTENT
+
+    def _recover(self, what: str) -> None:
+        if what not in self.recoveries:
+            self.recoveries.append(what)
+
+
+_TERMINATORS = ("end", "call", "return", "start", "channel")
+
+
+def decode(text: str, builtin_tools: str = "drop") -> tuple[list[Event], HarmonyDecoder]:
+    """Decode a whole turn at once (non-streaming responses, history messages)."""
+    decoder = HarmonyDecoder(builtin_tools)
+    events = decoder.feed(text)
+    events += decoder.close()
+    return events, decoder

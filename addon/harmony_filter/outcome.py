@@ -1,0 +1,44 @@
+"""What the filter did to one response: for logs, flow.metadata, metrics and the reasoning cache."""
+
+from dataclasses import dataclass
+from dataclasses import field
+
+from .events import Event
+from .events import Reasoning
+from .openai_shapes import Delta
+
+REASONING_KEEP_LIMIT = 64 * 1024
+"""How much reasoning we keep per response (for re-injection); the stream itself is not limited."""
+
+
+@dataclass(slots=True)
+class Outcome:
+    recoveries: list[str] = field(default_factory=list)
+    tool_call_ids: list[str] = field(default_factory=list)
+    reasoning: str = ""
+    content_chars: int = 0
+    finish_reason: str | None = None
+
+    def observe(self, events: list[Event], deltas: list[Delta]) -> None:
+        for event in events:
+            if isinstance(event, Reasoning) and len(self.reasoning) < REASONING_KEEP_LIMIT:
+                self.reasoning += event.text
+        for delta in deltas:
+            content = delta.get("content")
+            if content:
+                self.content_chars += len(content)
+            for call in delta.get("tool_calls") or ():
+                if call.get("id"):
+                    self.tool_call_ids.append(call["id"])
+
+    def add_recoveries(self, recoveries: list[str]) -> None:
+        for name in recoveries:
+            if name not in self.recoveries:
+                self.recoveries.append(name)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "recoveries": list(self.recoveries),
+            "tool_calls": len(self.tool_call_ids),
+            "finish_reason": self.finish_reason,
+        }

@@ -1,0 +1,77 @@
+"""Server-sent events framing: bytes cut anywhere -> whole events -> bytes.
+
+Only what we need of the SSE spec: events end at a blank line; lines end in LF, CRLF or CR;
+`data:` lines (one space after the colon is optional) join with LF; other lines (`event:`,
+`id:`, `: comments`) are kept so an event we rewrite keeps them.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class SseEvent:
+    raw: bytes
+    """The event as received (line ends normalised to LF), blank line included."""
+    data: str | None
+    """The joined `data:` lines, or None when there are none or they are not UTF-8."""
+    fields: list[bytes]
+    """The other lines, in order."""
+
+
+class SseDecoder:
+    def __init__(self) -> None:
+        self._buf = b""
+        self._cr_held = False  # a CR ended the last read; its LF may start the next one
+
+    def feed(self, data: bytes) -> list[SseEvent]:
+        if self._cr_held:
+            data, self._cr_held = b"\r" + data, False
+        if b"\r" in data:
+            if data.endswith(b"\r"):
+                data, self._cr_held = data[:-1], True
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        # The old buffer holds no event end, so only its last byte can start one.
+        end = (self._buf[-1:] + data).find(b"\n\n")
+        if end < 0:
+            self._buf += data
+            return []
+        buf = self._buf + data
+        end += max(0, len(self._buf) - 1)
+        events = []
+        start = 0
+        while end >= 0:
+            block = buf[start:end]
+            if block.strip(b"\n"):
+                events.append(parse_event(block.lstrip(b"\n")))
+            start = end + 2
+            end = buf.find(b"\n\n", start)
+        self._buf = buf[start:]
+        return events
+
+    def flush(self) -> list[SseEvent]:
+        """The end of the body: an event missing its final blank line still counts."""
+        block, self._buf, self._cr_held = self._buf.rstrip(b"\n"), b"", False
+        return [parse_event(block.lstrip(b"\n"))] if block.strip() else []
+
+
+def parse_event(block: bytes) -> SseEvent:
+    data_lines: list[bytes] = []
+    fields: list[bytes] = []
+    for line in block.split(b"\n"):
+        if line.startswith(b"data:"):
+            value = line[5:]
+            data_lines.append(value[1:] if value.startswith(b" ") else value)
+        else:
+            fields.append(line)
+    data: str | None = None
+    if data_lines:
+        try:
+            data = b"\n".join(data_lines).decode()
+        except UnicodeDecodeError:
+            data = None
+    return SseEvent(block + b"\n\n", data, fields)
+
+
+def encode_event(data: str, fields: list[bytes] | None = None) -> bytes:
+    head = b"".join(line + b"\n" for line in fields) if fields else b""
+    return head + b"data: " + data.encode() + b"\n\n"

@@ -1,0 +1,184 @@
+"""The per-flow stream rewriter: upstream SSE bytes in, clean chat.completion.chunk SSE out.
+
+mitmproxy calls it with each piece of the body as it arrives and once with b"" at the end
+(see mitmproxy's `http-stream-modify` example). It must never return b"" before the end (on
+HTTP/1 that is the end-of-body marker: we return [] to hold back) and must never raise (a
+raising callable silently loses that chunk): on an internal error it degrades to passing the
+rest of the stream through untouched.
+"""
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from .openai_shapes import Delta
+from .openai_shapes import DeltaEncoder
+from .openai_shapes import OutputStyle
+from .outcome import Outcome
+from .sse import SseDecoder
+from .sse import SseEvent
+from .sse import encode_event
+from .upstream import ChoiceDecoder
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Choice:
+    decoder: ChoiceDecoder
+    encoder: DeltaEncoder
+    role_sent: bool = False
+    finished: bool = False
+
+
+class StreamRewriter:
+    def __init__(self, style: OutputStyle, builtin_tools: str = "drop") -> None:
+        self.style = style
+        self.builtin_tools = builtin_tools
+        self.outcome = Outcome()
+        self.warnings: list[str] = []
+        self.calls = 0
+        """How many times mitmproxy called us (0: the body never streamed through us)."""
+        self._sse = SseDecoder()
+        self._choices: dict[int, _Choice] = {}
+        self._envelope: dict[str, Any] = {}
+        self._passthrough = False
+
+    def __call__(self, data: bytes) -> list[bytes]:
+        self.calls += 1
+        if self._passthrough:
+            return [data] if data else []
+        out: list[bytes] = []
+        events = self._sse.feed(data) if data else self._sse.flush()
+        for event in events:
+            if self._passthrough:
+                out.append(event.raw)
+                continue
+            try:
+                out += self._on_event(event)
+            except Exception:
+                logger.exception("harmony-filter: cannot rewrite an SSE event; passing the rest through")
+                self._warn("internal-error-passthrough")
+                self._passthrough = True
+                out.append(event.raw)
+        if not data and not self._passthrough:
+            try:
+                out += self._close_choices()
+            except Exception:
+                logger.exception("harmony-filter: cannot close the stream cleanly")
+                self._warn("internal-error-passthrough")
+        return out
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _on_event(self, event: SseEvent) -> list[bytes]:
+        data = event.data
+        if data is None:
+            return [event.raw]  # comments, keep-alives, non-UTF-8: not ours to judge
+        if data.strip() == "[DONE]":
+            return self._close_choices() + [event.raw]
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            self._warn("invalid-json-event-passed-through")
+            return [event.raw]
+        choices = chunk.get("choices") if isinstance(chunk, dict) else None
+        if not isinstance(choices, list):
+            return [event.raw]  # e.g. an error object: pass it on as the server sent it
+        if not choices:
+            return self._close_choices() + [event.raw]  # the usage chunk comes last
+        self._envelope = {key: value for key, value in chunk.items() if key != "choices"}
+        out: list[bytes] = []
+        for choice in choices:
+            if isinstance(choice, dict):
+                out += self._on_choice(choice, event.fields)
+        return out
+
+    def _on_choice(self, choice: dict[str, Any], fields: list[bytes]) -> list[bytes]:
+        index = choice.get("index")
+        state = self._choice(index if isinstance(index, int) else 0)
+        delta = choice.get("delta")
+        delta = delta if isinstance(delta, dict) else {}
+        events = state.decoder.feed(delta)
+        deltas = state.encoder.encode(events)
+        self.outcome.observe(events, deltas)
+        finish = choice.get("finish_reason")
+        if not (finish and isinstance(finish, str)) or state.finished:
+            if delta.get("role") and not deltas and not state.role_sent:
+                deltas = [{"content": ""}]
+            return self._chunks(state, index, deltas, None, fields)
+        return self._finish_choice(state, index, deltas, finish, fields)
+
+    def _finish_choice(
+        self,
+        state: _Choice,
+        index: Any,
+        deltas: list[Delta],
+        upstream_finish: str | None,
+        fields: list[bytes],
+    ) -> list[bytes]:
+        events = state.decoder.close()
+        more = state.encoder.encode(events) + state.encoder.finish()
+        self.outcome.observe(events, more)
+        self.outcome.add_recoveries(state.decoder.harmony.recoveries)
+        state.finished = True
+        finish_reason = state.encoder.finish_reason(upstream_finish)
+        self.outcome.finish_reason = finish_reason
+        return self._chunks(state, index, deltas + more or [{}], finish_reason, fields)
+
+    def _close_choices(self) -> list[bytes]:
+        out: list[bytes] = []
+        for index, state in self._choices.items():
+            if not state.finished:
+                out += self._finish_choice(state, index, [], None, [])
+        return out
+
+    # -- output ---------------------------------------------------------------------------
+
+    def _choice(self, index: int) -> _Choice:
+        state = self._choices.get(index)
+        if state is None:
+            state = _Choice(ChoiceDecoder(self.builtin_tools), DeltaEncoder(self.style))
+            self._choices[index] = state
+        return state
+
+    def _chunks(
+        self,
+        state: _Choice,
+        index: Any,
+        deltas: list[Delta],
+        finish_reason: str | None,
+        fields: list[bytes],
+    ) -> list[bytes]:
+        if not deltas:
+            return []
+        if not state.role_sent:
+            state.role_sent = True
+            deltas[0] = {"role": "assistant"} | deltas[0]
+        envelope = self._envelope
+        usage = envelope.get("usage")
+        if usage is not None:
+            envelope = {key: value for key, value in envelope.items() if key != "usage"}
+        out = []
+        last = len(deltas) - 1
+        for position, delta in enumerate(deltas):
+            chunk = envelope | {
+                "choices": [
+                    {
+                        "index": index if isinstance(index, int) else 0,
+                        "delta": delta,
+                        "logprobs": None,
+                        "finish_reason": finish_reason if position == last else None,
+                    }
+                ]
+            }
+            if usage is not None and position == last:
+                chunk["usage"] = usage
+            out.append(encode_event(json.dumps(chunk, ensure_ascii=False, separators=(",", ":")), fields))
+        return out
+
+    def _warn(self, what: str) -> None:
+        if what not in self.warnings:
+            self.warnings.append(what)
+            logger.warning("harmony-filter: %s", what)

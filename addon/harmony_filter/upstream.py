@@ -1,0 +1,85 @@
+"""Upstream choice fields -> events.
+
+Whatever a server sends in a `message` or a `delta` (Harmony text leaked into `content`, a
+`reasoning_content` or `reasoning` field, structured `tool_calls`) becomes the same events, so a
+clean upstream and a broken one leave the filter through the same encoder.
+"""
+
+import json
+from typing import Any
+
+from .decoder import HarmonyDecoder
+from .events import Event
+from .events import Reasoning
+from .events import ToolCallArgs
+from .events import ToolCallBegin
+from .events import ToolCallEnd
+
+
+def reasoning_text(fields: dict[str, Any]) -> str | None:
+    """The reasoning a message or delta carries. vLLM may send `reasoning` and
+    `reasoning_content` with the same text: take one, never both."""
+    for key in ("reasoning_content", "reasoning"):
+        value = fields.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+class ChoiceDecoder:
+    """Decode one choice, fed delta by delta (or once, with a whole message)."""
+
+    def __init__(self, builtin_tools: str = "drop") -> None:
+        self.harmony = HarmonyDecoder(builtin_tools)
+        self._call_open = False
+        self._call_index: object = None
+
+    def feed(self, fields: dict[str, Any]) -> list[Event]:
+        events: list[Event] = []
+        reasoning = reasoning_text(fields)
+        if reasoning:
+            events.append(Reasoning(reasoning))
+        content = fields.get("content")
+        if isinstance(content, str) and content:
+            events += self.harmony.feed(content)
+        calls = fields.get("tool_calls")
+        if isinstance(calls, list):
+            for call in calls:
+                if isinstance(call, dict):
+                    self._structured_call(call, events)
+        return events
+
+    def close(self) -> list[Event]:
+        events = self.harmony.close()
+        if self._call_open:
+            self._call_open = False
+            events.append(ToolCallEnd())
+        return events
+
+    def _structured_call(self, call: dict[str, Any], events: list[Event]) -> None:
+        """An upstream-parsed call: the first piece has a name (or a new id); later pieces, often
+        under the same index, carry more arguments."""
+        function = call.get("function")
+        if not isinstance(function, dict):
+            function = {}
+        name = function.get("name")
+        index = call.get("index")
+        starts = (isinstance(name, str) and name) or (
+            call.get("id") and index != self._call_index
+        )
+        if starts or not self._call_open:
+            if self._call_open:
+                events.append(ToolCallEnd())
+            call_id = call.get("id")
+            events.append(
+                ToolCallBegin(
+                    name if isinstance(name, str) else "",
+                    call_id if isinstance(call_id, str) and call_id else None,
+                )
+            )
+            self._call_open, self._call_index = True, index
+        arguments = function.get("arguments")
+        if isinstance(arguments, (dict, list)):
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        if isinstance(arguments, str) and arguments:
+            events.append(ToolCallArgs(arguments))
