@@ -22,6 +22,12 @@ from .stream import StreamRewriter
 
 logger = logging.getLogger(__name__)
 
+_CHOICES = {
+    "harmony_reasoning": REASONING_MODES,
+    "harmony_tools": TOOL_MODES,
+    "harmony_builtin_tools": BUILTIN_TOOL_MODES,
+}
+
 META = "harmony"
 """flow.metadata key: what the filter saw and did (serialisable, kept in recordings)."""
 
@@ -84,13 +90,17 @@ class HarmonyFilter:
                 self.models = re.compile(ctx.options.harmony_models, re.IGNORECASE)
             except re.error as e:
                 raise exceptions.OptionsError(f"Invalid harmony_models pattern: {e}") from e
+        for name, allowed in _CHOICES.items():
+            if name in updated and getattr(ctx.options, name) not in allowed:
+                raise exceptions.OptionsError(f"{name} must be one of: {', '.join(allowed)}")
         if updated & {"harmony_reasoning", "harmony_tools"}:
             self.style = OutputStyle(ctx.options.harmony_reasoning, ctx.options.harmony_tools)
 
     # -- hooks ----------------------------------------------------------------------------
 
     def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not self._is_ours(flow):
+        # A flow read from a file (-r) arrives with its response: still ours to rewrite.
+        if flow.error or (flow.response and flow.live) or not self._is_ours(flow):
             return
         body = parse_json_object(flow.request.content)
         if body is None:
@@ -101,8 +111,9 @@ class HarmonyFilter:
         if not isinstance(model, str) or not self.models.search(model):
             return
         flow.metadata[META] = {"model": model, "stream": body.get("stream") is True}
-        # Compressed SSE cannot be rewritten chunk by chunk; the hop is local anyway.
-        flow.request.headers["accept-encoding"] = "identity"
+        if flow.live:
+            # Compressed SSE cannot be rewritten chunk by chunk; the hop is local anyway.
+            flow.request.headers["accept-encoding"] = "identity"
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         info = flow.metadata.get(META)

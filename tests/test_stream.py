@@ -1,0 +1,198 @@
+"""The stream rewriter (mitmproxy's stream callable) and the non-streaming rewrite: same answer,
+whatever the upstream shape and however its bytes are cut."""
+
+import json
+import random
+
+import pytest
+from chat_result import from_json
+from chat_result import from_sse
+from chat_result import sse_chunks
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from harmony_filter.openai_shapes import OutputStyle
+from harmony_filter.response import rewrite_completion
+from harmony_filter.stream import StreamRewriter
+
+ENVELOPE = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-oss"}
+
+RAW_TOOL_TURN = (
+    "<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>commentary"
+    ' to=functions.get_weather <|constrain|>json<|message|>{"city":"Paris"}<|call|>'
+)
+RAW_ANSWER = (
+    "<|channel|>analysis<|message|>Simple.<|end|><|start|>assistant<|channel|>final"
+    "<|message|>Bonjour ✨<|return|>"
+)
+
+
+def sse(*chunks: dict, done: bool = True) -> bytes:
+    body = b"".join(b"data: " + json.dumps(ENVELOPE | c).encode() + b"\n\n" for c in chunks)
+    return body + (b"data: [DONE]\n\n" if done else b"")
+
+
+def delta(finish: str | None = None, **fields: object) -> dict:
+    return {"choices": [{"index": 0, "delta": fields, "finish_reason": finish}]}
+
+
+def raw_stream(text: str, finish: str = "stop", seed: int = 0) -> bytes:
+    """A non-parsing server: the Harmony text in delta.content, cut at random places."""
+    rng, pieces, i = random.Random(seed), [], 0
+    while i < len(text):
+        j = i + rng.randint(1, 7)
+        pieces.append(delta(content=text[i:j]))
+        i = j
+    return sse(delta(role="assistant", content=""), *pieces, delta(finish), {"choices": [],
+               "usage": {"total_tokens": 9}})
+
+
+def run(body: bytes, style: OutputStyle = OutputStyle(), cuts: int = 1) -> tuple[bytes, list]:
+    """Feed the body through a rewriter in `cuts` roughly equal pieces, like mitmproxy does."""
+    rewriter, out, size = StreamRewriter(style), [], max(1, len(body) // cuts)
+    for start in range(0, len(body), size):
+        returned = rewriter(body[start : start + size])
+        assert returned != b"" and isinstance(returned, list)  # b"" mid-stream ends HTTP/1 bodies
+        out += returned
+    out += rewriter(b"")
+    return b"".join(out), out
+
+
+@pytest.mark.parametrize("cuts", [1, 7, 1000])
+def test_raw_harmony_tool_call_becomes_tool_calls(cuts: int) -> None:
+    body, _ = run(raw_stream(RAW_TOOL_TURN, finish="stop"), cuts=cuts)
+    assert b"<|" not in body
+    assert from_sse(body) == {
+        "content": None,
+        "reasoning": "Need the weather.",
+        "tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}],
+        "finish_reason": "tool_calls",
+    }
+    chunks = sse_chunks(body)
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    first_call = next(c for c in chunks if c["choices"] and c["choices"][0]["delta"].get("tool_calls"))
+    call = first_call["choices"][0]["delta"]["tool_calls"][0]
+    assert call["id"].startswith("call_") and call["type"] == "function" and call["index"] == 0
+    assert chunks[-1] == {"choices": [], "usage": {"total_tokens": 9}} | ENVELOPE
+    assert body.endswith(b"data: [DONE]\n\n")
+
+
+def test_envelope_is_kept() -> None:
+    body, _ = run(raw_stream(RAW_ANSWER))
+    for chunk in sse_chunks(body):
+        assert {k: chunk[k] for k in ENVELOPE} == ENVELOPE
+
+
+def test_streamed_and_whole_answers_agree() -> None:
+    for text in (RAW_TOOL_TURN, RAW_ANSWER):
+        whole = {"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                              "finish_reason": "stop"}]}
+        rewrite_completion(whole, OutputStyle())
+        streamed, _ = run(raw_stream(text))
+        assert from_json(whole) == from_sse(streamed)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 400))
+def test_byte_cuts_do_not_change_the_answer(seed: int, cuts: int) -> None:
+    reference, _ = run(raw_stream(RAW_TOOL_TURN, seed=seed))
+    body, _ = run(raw_stream(RAW_TOOL_TURN, seed=seed), cuts=cuts)
+    assert from_sse(body) == from_sse(reference)
+
+
+def test_vllm_both_reasoning_fields_give_the_text_once() -> None:
+    body, _ = run(sse(delta(reasoning="Hi.", reasoning_content="Hi."), delta(content="Hello!"),
+                      delta("stop")))
+    result = from_sse(body)
+    assert result["reasoning"] == "Hi." and result["content"] == "Hello!"
+
+
+def test_structured_tool_calls_pass_through_with_their_ids() -> None:
+    first = {"index": 0, "id": "chatcmpl-tool-1", "type": "function",
+             "function": {"name": "get_weather", "arguments": ""}}
+    more = {"index": 0, "function": {"arguments": '{"city":'}}
+    rest = {"index": 0, "function": {"arguments": '"Oslo"}'}}
+    body, _ = run(sse(delta(tool_calls=[first]), delta(tool_calls=[more]),
+                      delta(tool_calls=[rest]), delta("tool_calls")))
+    assert from_sse(body)["tool_calls"] == [{"name": "get_weather", "arguments": {"city": "Oslo"}}]
+    assert b'"id":"chatcmpl-tool-1"' in body
+
+
+def test_ollama_old_shape_whole_call_in_one_delta() -> None:
+    call = {"id": "call_abc", "index": 0, "type": "function",
+            "function": {"name": "exec", "arguments": '{"command":"ls"}'}}
+    body, _ = run(sse(delta(role="assistant", content="", reasoning="Run it."),
+                      delta("tool_calls", role="assistant", content="", tool_calls=[call])))
+    assert from_sse(body) == {"content": None, "reasoning": "Run it.",
+                              "tool_calls": [{"name": "exec", "arguments": {"command": "ls"}}],
+                              "finish_reason": "tool_calls"}
+
+
+@pytest.mark.parametrize(
+    "mode, fields",
+    [
+        ("both", {"reasoning_content", "reasoning"}),
+        ("reasoning_content", {"reasoning_content"}),
+        ("reasoning", {"reasoning"}),
+        ("drop", set()),
+    ],
+)
+def test_reasoning_modes(mode: str, fields: set) -> None:
+    body, _ = run(raw_stream(RAW_ANSWER), OutputStyle(reasoning=mode))
+    seen = {k for c in sse_chunks(body) for ch in c["choices"] for k in ch["delta"]}
+    assert seen & {"reasoning_content", "reasoning"} == fields
+
+
+def test_think_mode_wraps_reasoning_in_content() -> None:
+    body, _ = run(raw_stream(RAW_ANSWER, seed=3), OutputStyle(reasoning="think"))
+    assert from_sse(body)["content"] == "<think>Simple.</think>Bonjour ✨"
+
+
+def test_text_tool_mode_renders_calls_as_content() -> None:
+    body, _ = run(raw_stream(RAW_TOOL_TURN), OutputStyle(tools="text"))
+    result = from_sse(body)
+    assert result["tool_calls"] == [] and result["finish_reason"] == "stop"
+    assert "`get_weather`" in result["content"] and '{"city":"Paris"}' in result["content"]
+
+
+def test_drop_tool_mode() -> None:
+    body, _ = run(raw_stream(RAW_TOOL_TURN), OutputStyle(tools="drop"))
+    assert from_sse(body)["tool_calls"] == [] and from_sse(body)["finish_reason"] == "stop"
+
+
+def test_length_is_kept_when_cut_off() -> None:
+    body, _ = run(raw_stream("<|channel|>analysis<|message|>long thou", finish="length"))
+    assert from_sse(body) == {"content": None, "reasoning": "long thou", "tool_calls": [],
+                              "finish_reason": "length"}
+
+
+def test_what_we_cannot_read_passes_through_untouched() -> None:
+    odd = b": keep-alive\n\ndata: not json\n\ndata: \xff\n\ndata: {\"error\":{\"message\":\"x\"}}\n\n"
+    body, _ = run(odd + raw_stream(RAW_ANSWER))
+    assert body.startswith(odd)
+    assert from_sse(body[len(odd):])["content"] == "Bonjour ✨"
+
+
+def test_stream_without_done_still_finishes() -> None:
+    body, _ = run(sse(delta(content="<|channel|>final<|message|>Hi"), done=False))
+    assert from_sse(body) == {"content": "Hi", "reasoning": None, "tool_calls": [],
+                              "finish_reason": "stop"}
+
+
+def test_held_back_piece_returns_empty_list() -> None:
+    rewriter = StreamRewriter(OutputStyle())
+    assert rewriter(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"<|chan\"}}]}\n\n") == []
+    assert rewriter(b"data: {\"cho") == []
+
+
+def test_internal_error_degrades_to_passthrough(monkeypatch: pytest.MonkeyPatch) -> None:
+    rewriter = StreamRewriter(OutputStyle())
+
+    def boom(*_: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(rewriter, "_on_choice", boom)
+    body = raw_stream(RAW_ANSWER)
+    out = b"".join(rewriter(body) + rewriter(b""))
+    assert out == body and rewriter.warnings == ["internal-error-passthrough"]
