@@ -1,0 +1,81 @@
+"""Real processes for end-to-end tests: mitmdump with the addon, the replay upstream."""
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MITMDUMP = str(Path(sys.executable).parent / "mitmdump")
+
+
+class Process:
+    """A child process whose output is collected (and searched) as it runs."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 30) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if match := re.search(pattern, line):
+                    return match
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise RuntimeError(f"no {pattern!r} from {self.proc.args}:\n{self.output}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@contextmanager
+def replay_upstream(*paths: Path, pace: float = 0) -> Iterator[str]:
+    process = Process([sys.executable, "-m", "harmony_filter.replay_upstream", "--port", "0",
+                       "--pace", str(pace), *map(str, paths)],
+                      env={"PYTHONPATH": str(ROOT / "addon")})
+    try:
+        yield process.wait_for(r"listening on (http://\S+)").group(1)
+    finally:
+        process.stop()
+
+
+@contextmanager
+def mitmdump(mode: str, confdir: Path, *args: str) -> Iterator[tuple[int, Process]]:
+    """mitmdump with the addon on a free loopback port; yields (port, process)."""
+    process = Process([
+        MITMDUMP, "--listen-host", "127.0.0.1", "-p", "0", "--mode", mode,
+        "-s", str(ROOT / "addon" / "harmony.py"), "--set", f"confdir={confdir}",
+        "--set", "flow_detail=0", *args,
+    ])
+    try:
+        port = int(process.wait_for(r"listening at \S*?:(\d+)").group(1))
+        yield port, process
+    finally:
+        process.stop()
