@@ -13,6 +13,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from harmony_filter.openai_shapes import OutputStyle
+from harmony_filter.pipeline import RewriteConfig
 from harmony_filter.response import rewrite_completion
 from harmony_filter.stream import StreamRewriter
 
@@ -50,7 +51,7 @@ def raw_stream(text: str, finish: str = "stop", seed: int = 0) -> bytes:
 
 def run(body: bytes, style: OutputStyle = OutputStyle(), cuts: int = 1) -> tuple[bytes, list]:
     """Feed the body through a rewriter in `cuts` roughly equal pieces, like mitmproxy does."""
-    rewriter, out, size = StreamRewriter(style), [], max(1, len(body) // cuts)
+    rewriter, out, size = StreamRewriter(RewriteConfig(style)), [], max(1, len(body) // cuts)
     for start in range(0, len(body), size):
         returned = rewriter(body[start : start + size])
         assert returned != b"" and isinstance(returned, list)  # b"" mid-stream ends HTTP/1 bodies
@@ -88,7 +89,7 @@ def test_streamed_and_whole_answers_agree() -> None:
     for text in (RAW_TOOL_TURN, RAW_ANSWER):
         whole = {"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                               "finish_reason": "stop"}]}
-        rewrite_completion(whole, OutputStyle())
+        rewrite_completion(whole, RewriteConfig())
         streamed, _ = run(raw_stream(text))
         assert from_json(whole) == from_sse(streamed)
 
@@ -181,13 +182,13 @@ def test_stream_without_done_still_finishes() -> None:
 
 
 def test_held_back_piece_returns_empty_list() -> None:
-    rewriter = StreamRewriter(OutputStyle())
+    rewriter = StreamRewriter(RewriteConfig())
     assert rewriter(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"<|chan\"}}]}\n\n") == []
     assert rewriter(b"data: {\"cho") == []
 
 
 def test_internal_error_degrades_to_passthrough(monkeypatch: pytest.MonkeyPatch) -> None:
-    rewriter = StreamRewriter(OutputStyle())
+    rewriter = StreamRewriter(RewriteConfig())
 
     def boom(*_: object) -> None:
         raise RuntimeError("bug")

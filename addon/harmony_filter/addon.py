@@ -12,11 +12,14 @@ from mitmproxy import ctx
 from mitmproxy import exceptions
 from mitmproxy import http
 
+from .clients import detect_client
 from .decoder import BUILTIN_TOOL_MODES
 from .openai_shapes import REASONING_MODES
 from .openai_shapes import TOOL_MODES
 from .openai_shapes import OutputStyle
 from .outcome import Outcome
+from .pipeline import RewriteConfig
+from .repairs import request_view
 from .response import rewrite_completion
 from .stream import StreamRewriter
 
@@ -51,6 +54,7 @@ class HarmonyFilter:
     def __init__(self) -> None:
         self.models = re.compile(r"gpt[-_]?oss", re.IGNORECASE)
         self.style = OutputStyle()
+        self._configs: dict[str, RewriteConfig] = {}  # per flow id, from request to response
         self._streams: dict[str, StreamRewriter] = {}
 
     def load(self, loader: Any) -> None:
@@ -83,6 +87,12 @@ class HarmonyFilter:
             "`surface` them as tool calls under their own name.",
             choices=BUILTIN_TOOL_MODES,
         )
+        loader.add_option(
+            "harmony_wrap_completion", bool, True,
+            "Cline, Roo and Kilo (native tools) loop on \"You did not use a tool\" when the model "
+            "answers in plain text: when their request declares attempt_completion (or only "
+            "plan_mode_respond), wrap a plain answer in that tool call.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if "harmony_models" in updated:
@@ -110,7 +120,14 @@ class HarmonyFilter:
         model = body.get("model")
         if not isinstance(model, str) or not self.models.search(model):
             return
-        flow.metadata[META] = {"model": model, "stream": body.get("stream") is True}
+        client = detect_client(flow.request.headers, body)
+        flow.metadata[META] = {
+            "model": model, "client": client, "stream": body.get("stream") is True
+        }
+        view = request_view(body, client, wrap_completion=ctx.options.harmony_wrap_completion)
+        self._configs[flow.id] = RewriteConfig(
+            self.style, view, ctx.options.harmony_builtin_tools
+        )
         if flow.live:
             # Compressed SSE cannot be rewritten chunk by chunk; the hop is local anyway.
             flow.request.headers["accept-encoding"] = "identity"
@@ -129,7 +146,7 @@ class HarmonyFilter:
             response.stream = True
             return
         response.headers.pop("content-length", None)
-        rewriter = StreamRewriter(self.style, ctx.options.harmony_builtin_tools)
+        rewriter = StreamRewriter(self._config(flow))
         self._streams[flow.id] = rewriter
         response.stream = rewriter
 
@@ -137,6 +154,7 @@ class HarmonyFilter:
         info = flow.metadata.get(META)
         response = flow.response
         rewriter = self._streams.pop(flow.id, None)
+        config = self._configs.pop(flow.id, None) or RewriteConfig(self.style)
         if info is None or response is None:
             return
         if response.status_code != 200:
@@ -145,12 +163,13 @@ class HarmonyFilter:
         if rewriter is not None and rewriter.calls:
             self._record(info, rewriter.outcome, rewriter.warnings)
         elif _is_sse(response):
-            self._rewrite_sse_body(flow, info)
+            self._rewrite_sse_body(flow, info, config)
         else:
-            self._rewrite_json_body(flow, info)
+            self._rewrite_json_body(flow, info, config)
 
     def error(self, flow: http.HTTPFlow) -> None:
         self._streams.pop(flow.id, None)
+        self._configs.pop(flow.id, None)
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -161,7 +180,12 @@ class HarmonyFilter:
         hosts = ctx.options.harmony_hosts
         return not hosts or any(fnmatch.fnmatch(request.pretty_host, h) for h in hosts)
 
-    def _rewrite_json_body(self, flow: http.HTTPFlow, info: dict[str, Any]) -> None:
+    def _config(self, flow: http.HTTPFlow) -> RewriteConfig:
+        return self._configs.get(flow.id) or RewriteConfig(self.style)
+
+    def _rewrite_json_body(
+        self, flow: http.HTTPFlow, info: dict[str, Any], config: RewriteConfig
+    ) -> None:
         assert flow.response
         body = parse_json_object(flow.response.content)
         if body is None or not isinstance(body.get("choices"), list):
@@ -169,18 +193,20 @@ class HarmonyFilter:
                            "through", flow.request.pretty_url)
             info["outcome"] = "passthrough"
             return
-        outcome = rewrite_completion(body, self.style, ctx.options.harmony_builtin_tools)
+        outcome = rewrite_completion(body, config)
         flow.response.text = json.dumps(body, ensure_ascii=False)
         self._record(info, outcome, [])
 
-    def _rewrite_sse_body(self, flow: http.HTTPFlow, info: dict[str, Any]) -> None:
+    def _rewrite_sse_body(
+        self, flow: http.HTTPFlow, info: dict[str, Any], config: RewriteConfig
+    ) -> None:
         """A whole event stream in hand: a flow read from a file, or a server-replayed one
         (mitmproxy does not call stream callables there)."""
         assert flow.response
         raw = flow.response.raw_content
         if not raw or flow.response.headers.get("content-encoding", "identity") != "identity":
             return
-        rewriter = StreamRewriter(self.style, ctx.options.harmony_builtin_tools)
+        rewriter = StreamRewriter(config)
         flow.response.content = b"".join(rewriter(raw) + rewriter(b""))
         self._record(info, rewriter.outcome, rewriter.warnings)
 

@@ -14,6 +14,9 @@ REASONING_KEEP_LIMIT = 64 * 1024
 @dataclass(slots=True)
 class Outcome:
     recoveries: list[str] = field(default_factory=list)
+    """Harmony damage the decoder worked around."""
+    repairs: list[str] = field(default_factory=list)
+    """Repairs that needed the request (tool names, arguments, wrapped answers, …)."""
     tool_call_ids: list[str] = field(default_factory=list)
     reasoning: str = ""
     content_chars: int = 0
@@ -31,14 +34,20 @@ class Outcome:
                 if call.get("id"):
                     self.tool_call_ids.append(call["id"])
 
-    def add_recoveries(self, recoveries: list[str]) -> None:
-        for name in recoveries:
-            if name not in self.recoveries:
-                self.recoveries.append(name)
+    def add_recoveries(self, names: list[str]) -> None:
+        _extend_unique(self.recoveries, names)
+
+    def add_repairs(self, names: list[str]) -> None:
+        _extend_unique(self.repairs, names)
 
     def summary(self) -> dict[str, object]:
         return {
             "recoveries": list(self.recoveries),
+            "repairs": list(self.repairs),
             "tool_calls": len(self.tool_call_ids),
             "finish_reason": self.finish_reason,
         }
+
+
+def _extend_unique(names: list[str], more: list[str]) -> None:
+    names.extend(name for name in dict.fromkeys(more) if name not in names)

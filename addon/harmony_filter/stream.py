@@ -13,29 +13,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from .openai_shapes import Delta
-from .openai_shapes import DeltaEncoder
-from .openai_shapes import OutputStyle
 from .outcome import Outcome
+from .pipeline import ChoicePipeline
+from .pipeline import RewriteConfig
 from .sse import SseDecoder
 from .sse import SseEvent
 from .sse import encode_event
-from .upstream import ChoiceDecoder
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
 class _Choice:
-    decoder: ChoiceDecoder
-    encoder: DeltaEncoder
+    pipeline: ChoicePipeline
     role_sent: bool = False
     finished: bool = False
 
 
 class StreamRewriter:
-    def __init__(self, style: OutputStyle, builtin_tools: str = "drop") -> None:
-        self.style = style
-        self.builtin_tools = builtin_tools
+    def __init__(self, config: RewriteConfig) -> None:
+        self.config = config
         self.outcome = Outcome()
         self.warnings: list[str] = []
         self.calls = 0
@@ -100,9 +97,7 @@ class StreamRewriter:
         state = self._choice(index if isinstance(index, int) else 0)
         delta = choice.get("delta")
         delta = delta if isinstance(delta, dict) else {}
-        events = state.decoder.feed(delta)
-        deltas = state.encoder.encode(events)
-        self.outcome.observe(events, deltas)
+        deltas = state.pipeline.feed(delta)
         finish = choice.get("finish_reason")
         if not (finish and isinstance(finish, str)) or state.finished:
             if delta.get("role") and not deltas and not state.role_sent:
@@ -118,13 +113,9 @@ class StreamRewriter:
         upstream_finish: str | None,
         fields: list[bytes],
     ) -> list[bytes]:
-        events = state.decoder.close()
-        more = state.encoder.encode(events) + state.encoder.finish()
-        self.outcome.observe(events, more)
-        self.outcome.add_recoveries(state.decoder.harmony.recoveries)
+        more = state.pipeline.close()
         state.finished = True
-        finish_reason = state.encoder.finish_reason(upstream_finish)
-        self.outcome.finish_reason = finish_reason
+        finish_reason = state.pipeline.finish_reason(upstream_finish)
         return self._chunks(state, index, deltas + more or [{}], finish_reason, fields)
 
     def _close_choices(self) -> list[bytes]:
@@ -139,7 +130,7 @@ class StreamRewriter:
     def _choice(self, index: int) -> _Choice:
         state = self._choices.get(index)
         if state is None:
-            state = _Choice(ChoiceDecoder(self.builtin_tools), DeltaEncoder(self.style))
+            state = _Choice(ChoicePipeline(self.config, self.outcome))
             self._choices[index] = state
         return state
 

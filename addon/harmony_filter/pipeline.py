@@ -1,0 +1,52 @@
+"""One choice's way through the filter: upstream fields -> events -> repairs -> OpenAI deltas.
+
+The streaming and the non-streaming paths both drive this, so they cannot disagree.
+"""
+
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+from .openai_shapes import Delta
+from .openai_shapes import DeltaEncoder
+from .openai_shapes import OutputStyle
+from .outcome import Outcome
+from .repairs import Repairer
+from .repairs import RequestView
+from .upstream import ChoiceDecoder
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteConfig:
+    """Everything a rewrite depends on: the options, and what the request told us."""
+
+    style: OutputStyle = field(default_factory=OutputStyle)
+    view: RequestView = field(default_factory=RequestView)
+    builtin_tools: str = "drop"
+
+
+class ChoicePipeline:
+    def __init__(self, config: RewriteConfig, outcome: Outcome) -> None:
+        self.decoder = ChoiceDecoder(config.builtin_tools)
+        self.repairer = Repairer(config.view)
+        self.encoder = DeltaEncoder(config.style)
+        self.outcome = outcome
+
+    def feed(self, fields: dict[str, Any]) -> list[Delta]:
+        events = self.repairer.feed(self.decoder.feed(fields))
+        deltas = self.encoder.encode(events)
+        self.outcome.observe(events, deltas)
+        return deltas
+
+    def close(self) -> list[Delta]:
+        events = self.repairer.feed(self.decoder.close()) + self.repairer.close()
+        deltas = self.encoder.encode(events) + self.encoder.finish()
+        self.outcome.observe(events, deltas)
+        self.outcome.add_recoveries(self.decoder.harmony.recoveries)
+        self.outcome.add_repairs(self.repairer.repairs)
+        return deltas
+
+    def finish_reason(self, upstream: str | None) -> str:
+        reason = "stop" if self.repairer.stopped else self.encoder.finish_reason(upstream)
+        self.outcome.finish_reason = reason
+        return reason
