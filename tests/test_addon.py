@@ -162,3 +162,48 @@ def test_reasoning_and_tools_options() -> None:
         assert message["reasoning"] == "Think." and "reasoning_content" not in message
         with pytest.raises(exceptions.OptionsError):
             tctx.configure(addon, harmony_tools="xml")
+
+
+def run_error(status: int, body: bytes, stream: bool = False,
+              tools: tuple[str, ...] = ("get_weather",)) -> http.HTTPFlow:
+    addon = HarmonyFilter()
+    with taddons.context(addon):
+        request = {"model": "openai/gpt-oss-120b", "stream": stream, "messages": [],
+                   "tools": [{"type": "function", "function": {"name": n}} for n in tools]}
+        flow = chat_flow(body=json.dumps(request).encode())
+        addon.request(flow)
+        flow.response = http.Response.make(status, body, {"content-type": "application/json"})
+        addon.responseheaders(flow)
+        addon.response(flow)
+    return flow
+
+
+GROQ_400 = json.dumps({"error": {
+    "message": "Failed to parse tool call arguments as JSON", "type": "invalid_request_error",
+    "code": "tool_use_failed",
+    "failed_generation": '<|channel|>commentary to=functions.get_weather json<|message|>'
+                         '{"city": "Rome"}'}}).encode()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_groq_tool_use_failed_becomes_an_answer(stream: bool) -> None:
+    flow = run_error(400, GROQ_400, stream)
+    assert flow.response.status_code == 200
+    result = from_sse(flow.response.content) if stream else from_json(
+        json.loads(flow.response.content))
+    assert result == {"content": None, "reasoning": None, "finish_reason": "tool_calls",
+                      "tool_calls": [{"name": "get_weather", "arguments": {"city": "Rome"}}]}
+    assert "upstream-error-recovered" in flow.metadata["harmony"]["repairs"]
+
+
+def test_ollama_500_with_bad_raw_stays_an_error() -> None:
+    body = json.dumps({"error": {"message": "error parsing tool call: raw='{\"city\": \"Ro', "
+                                            "err=unexpected end of JSON input"}}).encode()
+    flow = run_error(500, body)
+    assert flow.response.status_code == 500 and flow.response.content == body
+
+
+def test_plain_text_errors_become_openai_errors() -> None:
+    flow = run_error(400, b"400 Reasoning is mandatory for this endpoint and cannot be disabled.")
+    assert flow.response.status_code == 400
+    assert json.loads(flow.response.content)["error"]["message"].startswith("400 Reasoning")

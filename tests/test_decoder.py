@@ -122,6 +122,10 @@ CASES = {
         "  Hello <b>world</b> a < b",
         [Content("  Hello <b>world</b> a < b")],
     ),
+    "text ending like the start of a token is text": (
+        "<|channel|>final<|message|>x <|return",
+        [Content("x <|return")],
+    ),
     "clean text starting with t": ("the answer", [Content("the answer")]),
     "unknown special token dropped": (
         "<|channel|>final<|message|>a<|endoftext|>b",

@@ -5,6 +5,7 @@ import fnmatch
 import json
 import logging
 import re
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,11 +18,15 @@ from .decoder import BUILTIN_TOOL_MODES
 from .openai_shapes import REASONING_MODES
 from .openai_shapes import TOOL_MODES
 from .openai_shapes import OutputStyle
+from .openai_shapes import completion_as_sse
 from .outcome import Outcome
 from .pipeline import RewriteConfig
 from .repairs import request_view
 from .response import rewrite_completion
 from .stream import StreamRewriter
+from .upstream_errors import error_message
+from .upstream_errors import failed_generation
+from .upstream_errors import openai_error
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +163,7 @@ class HarmonyFilter:
         if info is None or response is None:
             return
         if response.status_code != 200:
-            info["outcome"] = "upstream-error"
+            self._on_upstream_error(flow, info, config)
             return
         if rewriter is not None and rewriter.calls:
             self._record(info, rewriter.outcome, rewriter.warnings)
@@ -209,6 +214,48 @@ class HarmonyFilter:
         rewriter = StreamRewriter(config)
         flow.response.content = b"".join(rewriter(raw) + rewriter(b""))
         self._record(info, rewriter.outcome, rewriter.warnings)
+
+    def _on_upstream_error(
+        self, flow: http.HTTPFlow, info: dict[str, Any], config: RewriteConfig
+    ) -> None:
+        """A tool-parse error that carries the model's text may be a good answer after all;
+        any other error reaches the client in OpenAI's error format."""
+        assert flow.response
+        body = flow.response.content or b""
+        generation = failed_generation(body)
+        if generation is not None:
+            completion = {
+                "id": f"chatcmpl-{flow.id}", "object": "chat.completion",
+                "created": int(time.time()), "model": info["model"],
+                "choices": [{"index": 0, "finish_reason": None,
+                             "message": {"role": "assistant", "content": generation}}],
+            }
+            outcome = rewrite_completion(completion, config)
+            if outcome.tool_call_ids:  # the call the upstream failed on, made good
+                logger.info("harmony-filter: recovered an answer from an upstream %d error",
+                            flow.response.status_code)
+                outcome.add_repairs(["upstream-error-recovered"])
+                self._answer(flow, completion, info["stream"])
+                self._record(info, outcome, [])
+                return
+        info["outcome"] = "upstream-error"
+        message = error_message(body)
+        if message is not None:
+            error = openai_error(message, flow.response.status_code)
+            flow.response.text = json.dumps(error)
+            flow.response.headers["content-type"] = "application/json"
+
+    @staticmethod
+    def _answer(flow: http.HTTPFlow, completion: dict[str, Any], stream: bool) -> None:
+        assert flow.response
+        flow.response.status_code = 200
+        flow.response.reason = "OK"
+        if stream:
+            flow.response.headers["content-type"] = "text/event-stream"
+            flow.response.content = completion_as_sse(completion)
+        else:
+            flow.response.headers["content-type"] = "application/json"
+            flow.response.text = json.dumps(completion, ensure_ascii=False)
 
     @staticmethod
     def _record(info: dict[str, Any], outcome: Outcome, warnings: list[str]) -> None:

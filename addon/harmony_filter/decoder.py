@@ -111,12 +111,9 @@ class HarmonyDecoder:
     def close(self) -> list[Event]:
         """End of output: flush what is held and close an open message."""
         out: list[Event] = []
-        if self._pending:
+        if self._pending:  # at the end, a held `<|word` can no longer become a token: text
             held, self._pending = self._pending, ""
-            if held.startswith("<|"):
-                self._recover("partial-token-dropped")
-            else:
-                self._on_text(held, out)
+            self._on_text(held, out)
         if self._state == _BETWEEN and self._lead.strip() and not self._after_call:
             self._start_headerless(out)
         elif self._state == _HEADER:

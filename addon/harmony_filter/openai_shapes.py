@@ -5,6 +5,7 @@ accumulated the way a client accumulates a stream. So both paths share every dec
 reasoning is named, how calls are numbered, what finish_reason says) and cannot disagree.
 """
 
+import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -178,3 +179,38 @@ def accumulate(deltas: list[Delta]) -> dict[str, Any]:
     elif message["content"] is None:
         message["content"] = ""
     return message
+
+
+def make_chunk(
+    envelope: dict[str, Any], index: int, delta: Delta, finish_reason: str | None
+) -> dict[str, Any]:
+    choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    return envelope | {"choices": [choice]}
+
+
+def message_deltas(message: dict[str, Any]) -> list[Delta]:
+    """A whole assistant message as deltas (the inverse of `accumulate`)."""
+    deltas: list[Delta] = [{"role": "assistant"}]
+    for key in ("reasoning_content", "reasoning", "content"):
+        if message.get(key):
+            deltas.append({key: message[key]})
+    for index, call in enumerate(message.get("tool_calls") or ()):
+        deltas.append({"tool_calls": [{"index": index, **call}]})
+    return deltas
+
+
+def completion_as_sse(body: dict[str, Any]) -> bytes:
+    """A chat.completion as the event stream a streaming client expects."""
+    envelope = {k: v for k, v in body.items() if k not in ("choices", "usage")}
+    envelope["object"] = "chat.completion.chunk"
+    events = []
+    for choice in body.get("choices") or ():
+        deltas = message_deltas(choice.get("message") or {})
+        for position, delta in enumerate(deltas):
+            last = position == len(deltas) - 1
+            finish = choice.get("finish_reason") if last else None
+            events.append(make_chunk(envelope, choice.get("index", 0), delta, finish))
+    if body.get("usage"):
+        events.append(envelope | {"choices": [], "usage": body["usage"]})
+    lines = [b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n" for event in events]
+    return b"".join(lines) + b"data: [DONE]\n\n"

@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from .openai_shapes import Delta
+from .openai_shapes import make_chunk
 from .outcome import Outcome
 from .pipeline import ChoicePipeline
 from .pipeline import RewriteConfig
 from .sse import SseDecoder
 from .sse import SseEvent
 from .sse import encode_event
+from .upstream_errors import error_message
+from .upstream_errors import openai_error
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +85,7 @@ class StreamRewriter:
             return [event.raw]
         choices = chunk.get("choices") if isinstance(chunk, dict) else None
         if not isinstance(choices, list):
-            return [event.raw]  # e.g. an error object: pass it on as the server sent it
+            return self._non_chunk(event, chunk)
         if not choices:
             return self._close_choices() + [event.raw]  # the usage chunk comes last
         self._envelope = {key: value for key, value in chunk.items() if key != "choices"}
@@ -91,6 +94,15 @@ class StreamRewriter:
             if isinstance(choice, dict):
                 out += self._on_choice(choice, event.fields)
         return out
+
+    def _non_chunk(self, event: SseEvent, value: Any) -> list[bytes]:
+        """Not a chunk: an error object (Ollama once sent `{"error parsing tool call": …}`)
+        goes out in OpenAI's error shape, anything else as the server sent it."""
+        message = error_message(event.data.encode()) if isinstance(value, dict) else None
+        if message is None or not any("error" in key.lower() for key in value):
+            return [event.raw]
+        self._warn("upstream-error-in-stream")
+        return [encode_event(json.dumps(openai_error(message)), event.fields)]
 
     def _on_choice(self, choice: dict[str, Any], fields: list[bytes]) -> list[bytes]:
         index = choice.get("index")
@@ -154,16 +166,12 @@ class StreamRewriter:
         out = []
         last = len(deltas) - 1
         for position, delta in enumerate(deltas):
-            chunk = envelope | {
-                "choices": [
-                    {
-                        "index": index if isinstance(index, int) else 0,
-                        "delta": delta,
-                        "logprobs": None,
-                        "finish_reason": finish_reason if position == last else None,
-                    }
-                ]
-            }
+            chunk = make_chunk(
+                envelope,
+                index if isinstance(index, int) else 0,
+                delta,
+                finish_reason if position == last else None,
+            )
             if usage is not None and position == last:
                 chunk["usage"] = usage
             out.append(encode_event(json.dumps(chunk, ensure_ascii=False, separators=(",", ":")), fields))
