@@ -1,0 +1,263 @@
+"""A loopback HTTP/1.1 server that plays recordings back as a gpt-oss upstream.
+
+It lets the filter be demonstrated and tested end to end without a GPU: a recorded response goes
+out byte for byte, and an SSE body goes out in the chunks the real server wrote, so whatever cuts
+a special token or a UTF-8 character in two reaches the proxy cut the same way.
+
+    python -m harmony_filter.replay_upstream [--host H] [--port P] [--pace S] PATH...
+"""
+
+import argparse
+import asyncio
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+from .recording import is_event_stream
+from .recording import load_recording
+from .recording import upstream_chunks
+
+HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
+MAX_HEAD = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Recording:
+    name: str
+    model: str
+    stream: bool
+    last_user: str | None
+    has_tools: bool
+    demo: bool
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    chunks: list[bytes]
+    event_stream: bool
+
+
+def last_user_text(messages: Any) -> str | None:
+    """The text of the last user message (string content or text parts), whitespace-trimmed."""
+    if not isinstance(messages, list):
+        return None
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                content = "".join(
+                    part.get("text", "") for part in content if isinstance(part, dict)
+                )
+            return content.strip() if isinstance(content, str) else None
+    return None
+
+
+def read_recording(path: Path) -> Recording:
+    flow = load_recording(path)
+    assert flow.response
+    request = json.loads(flow.request.content or b"{}")
+    return Recording(
+        name=path.name.removesuffix(".flow"),
+        model=str(request.get("model", "")),
+        stream=bool(request.get("stream")),
+        last_user=last_user_text(request.get("messages")),
+        has_tools=bool(request.get("tools")),
+        demo=bool(flow.metadata.get("harmony", {}).get("demo")),
+        status=flow.response.status_code,
+        reason=flow.response.reason,
+        headers=[(k, v) for k, v in flow.response.headers.items(multi=True)],
+        chunks=upstream_chunks(flow),
+        event_stream=is_event_stream(flow.response),
+    )
+
+
+def load_recordings(paths: Iterable[str | Path]) -> list[Recording]:
+    """Recordings from files and directories (their `*.flow` files, sorted by name)."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        files += sorted(path.glob("*.flow")) if path.is_dir() else [path]
+    return [read_recording(file) for file in files]
+
+
+def choose(recordings: list[Recording], request: dict[str, Any]) -> Recording:
+    """The best match: same `stream` flag, then same last user message, then tools declared or
+    not alike, then a demo recording, then the first one."""
+    stream = bool(request.get("stream"))
+    candidates = [r for r in recordings if r.stream == stream] or recordings
+    last_user = last_user_text(request.get("messages"))
+    has_tools = bool(request.get("tools"))
+    return max(
+        candidates,
+        key=lambda r: (
+            last_user is not None and r.last_user == last_user,
+            r.has_tools == has_tools,
+            r.demo,
+        ),
+    )
+
+
+def openai_error(message: str, code: str) -> dict[str, Any]:
+    return {
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+    }
+
+
+class ReplayUpstream:
+    def __init__(self, recordings: list[Recording], pace: float) -> None:
+        if not recordings:
+            raise ValueError("no recordings to serve")
+        self.recordings = recordings
+        self.pace = pace
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await self.serve_one(reader, writer):
+                pass
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; False when the connection should close."""
+        lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        try:
+            method, target, version = lines[0].split(" ")
+            headers = {
+                name.strip().lower(): value.strip()
+                for name, value in (line.split(":", 1) for line in lines[1:] if line)
+            }
+            body = await read_body(reader, headers)
+        except ValueError:
+            await self.send_json(writer, 400, openai_error("malformed request", "bad_request"))
+            return False
+        path = target.split("?", 1)[0].rstrip("/")
+        if method == "POST" and path.endswith("/chat/completions"):
+            await self.chat(writer, headers, body)
+        elif method == "GET" and path.endswith("/models"):
+            models = dict.fromkeys(r.model for r in self.recordings)
+            listing = [
+                {"id": m, "object": "model", "created": 0, "owned_by": "replay"} for m in models
+            ]
+            await self.send_json(writer, 200, {"object": "list", "data": listing})
+        else:
+            await self.send_json(
+                writer, 404, openai_error(f"no route for {method} {path}", "not_found")
+            )
+        return version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+
+    async def chat(
+        self, writer: asyncio.StreamWriter, headers: dict[str, str], body: bytes
+    ) -> None:
+        name = headers.get("x-replay-recording")
+        if name:
+            recording = next((r for r in self.recordings if r.name == name), None)
+            if recording is None:
+                error = openai_error(f"no recording named {name!r}", "not_found")
+                return await self.send_json(writer, 404, error)
+        else:
+            try:
+                request = json.loads(body)
+            except ValueError:
+                request = None
+            if not isinstance(request, dict):
+                error = openai_error("the request body is not a JSON object", "invalid_json")
+                return await self.send_json(writer, 400, error)
+            recording = choose(self.recordings, request)
+        headers_out = [(k, v) for k, v in recording.headers if k.lower() not in HOP_BY_HOP]
+        headers_out.append(("x-replay-recording", recording.name))
+        await self.send(
+            writer,
+            recording.status,
+            recording.reason,
+            headers_out,
+            recording.chunks,
+            chunked=recording.event_stream,
+        )
+
+    async def send_json(self, writer: asyncio.StreamWriter, status: int, value: Any) -> None:
+        headers = [("content-type", "application/json")]
+        body = json.dumps(value).encode()
+        await self.send(writer, status, HTTPStatus(status).phrase, headers, [body])
+
+    async def send(
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        reason: str,
+        headers: list[tuple[str, str]],
+        chunks: list[bytes],
+        chunked: bool = False,
+    ) -> None:
+        """Send a response: whole with a content-length, or one HTTP chunk per recorded chunk."""
+        framing = (
+            ("transfer-encoding", "chunked")
+            if chunked
+            else ("content-length", str(sum(map(len, chunks))))
+        )
+        head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in [*headers, framing]
+        )
+        writer.write(head.encode("latin-1") + b"\r\n")
+        if not chunked:
+            writer.write(b"".join(chunks))
+            return await writer.drain()
+        for number, chunk in enumerate(c for c in chunks if c):
+            if number and self.pace:
+                await asyncio.sleep(self.pace)
+            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+
+async def read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        body = b""
+        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+            body += (await reader.readexactly(size + 2))[:-2]  # the chunk, without its CRLF
+        await reader.readuntil(b"\r\n")  # the blank line after the last chunk (no trailers)
+        return body
+    return await reader.readexactly(int(headers.get("content-length", "0")))
+
+
+async def start_replay_upstream(
+    paths: Iterable[str | Path], host: str = "127.0.0.1", port: int = 3308, pace: float = 0.02
+) -> tuple[asyncio.Server, int]:
+    """Start serving; returns the server and the port it listens on (useful with port 0)."""
+    upstream = ReplayUpstream(load_recordings(paths), pace)
+    server = await asyncio.start_server(upstream.handle, host, port, limit=MAX_HEAD)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def serve(paths: list[str], host: str, port: int, pace: float) -> None:
+    server, port = await start_replay_upstream(paths, host, port, pace)
+    print(f"listening on http://{host}:{port}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m harmony_filter.replay_upstream",
+        description="Serve recorded gpt-oss responses as an OpenAI-compatible upstream.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=3308)
+    parser.add_argument(
+        "--pace", type=float, default=0.02, help="seconds between SSE chunks (default 0.02)"
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help=".flow files or directories")
+    args = parser.parse_args(argv)
+    try:
+        asyncio.run(serve(args.paths, args.host, args.port, args.pace))
+    except KeyboardInterrupt:
+        pass
+    except (OSError, ValueError) as e:
+        parser.exit(2, f"replay_upstream: {e}\n")
+
+
+if __name__ == "__main__":
+    main()
