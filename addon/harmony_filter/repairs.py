@@ -150,7 +150,8 @@ def fits_tool(arguments: dict[str, Any], schema: dict[str, Any]) -> bool:
     properties = schema.get("properties")
     if not isinstance(properties, dict) or not arguments:
         return False
-    required = schema.get("required") if isinstance(schema.get("required"), list) else []
+    required = schema.get("required")
+    required = required if isinstance(required, list) else []
     return set(arguments) <= set(properties) and set(required) <= set(arguments)
 
 

@@ -85,7 +85,7 @@ class StreamRewriter:
             return [event.raw]
         choices = chunk.get("choices") if isinstance(chunk, dict) else None
         if not isinstance(choices, list):
-            return self._non_chunk(event, chunk)
+            return self._non_chunk(event, data, chunk)
         if not choices:
             return self._close_choices() + [event.raw]  # the usage chunk comes last
         self._envelope = {key: value for key, value in chunk.items() if key != "choices"}
@@ -95,12 +95,14 @@ class StreamRewriter:
                 out += self._on_choice(choice, event.fields)
         return out
 
-    def _non_chunk(self, event: SseEvent, value: Any) -> list[bytes]:
+    def _non_chunk(self, event: SseEvent, data: str, value: Any) -> list[bytes]:
         """Not a chunk: an error object (Ollama once sent `{"error parsing tool call": …}`)
         goes out in OpenAI's error shape, anything else as the server sent it."""
-        message = error_message(event.data.encode()) if isinstance(value, dict) else None
-        if message is None or not any("error" in key.lower() for key in value):
+        if not isinstance(value, dict) or not any("error" in key.lower() for key in value):
             return [event.raw]
+        message = error_message(data.encode())
+        if message is None:
+            return [event.raw]  # already an OpenAI error
         self._warn("upstream-error-in-stream")
         return [encode_event(json.dumps(openai_error(message)), event.fields)]
 
