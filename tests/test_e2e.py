@@ -3,15 +3,20 @@ replays what gpt-oss servers really send."""
 
 import json
 import random
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import openai
 import pytest
+from chat_result import from_sse
 from procs import mitmdump
 from procs import replay_upstream
 
+from harmony_filter.recording import load_recording
 from harmony_filter.recording import make_recording
 from harmony_filter.recording import save_recording
+from harmony_filter.replay import replay_flow
 
 TOOL_TURN = (
     "<|channel|>analysis<|message|>The user wants the weather in Paris. Use get_weather.<|end|>"
@@ -54,7 +59,12 @@ def raw_harmony_json(text: str) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def record_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("recorded")
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory, record_dir: Path) -> Iterator[str]:
     recordings = tmp_path_factory.mktemp("recordings")
     for name, text, tools in (("tool", TOOL_TURN, TOOLS), ("answer", ANSWER, None)):
         request = {"model": "gpt-oss-20b", "messages": [{"role": "user", "content": name}]}
@@ -69,7 +79,8 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                                       [raw_harmony_json(text)], "e2e"),
                        recordings / f"{name}-json.flow")
     with replay_upstream(recordings) as upstream:
-        with mitmdump(f"reverse:{upstream}", tmp_path_factory.mktemp("confdir")) as (port, _):
+        with mitmdump(f"reverse:{upstream}", tmp_path_factory.mktemp("confdir"),
+                      "--set", f"harmony_record_dir={record_dir}") as (port, _):
             yield f"http://127.0.0.1:{port}/v1"
 
 
@@ -139,3 +150,33 @@ def test_no_harmony_markup_reaches_the_client(proxy: str) -> None:
                             "messages": [{"role": "user", "content": "tool"}]}) as response:
         body = b"".join(response.iter_raw())
     assert b"<|" not in body and body.endswith(b"data: [DONE]\n\n")
+
+
+def test_recordings_replay_what_the_client_got_and_hold_no_secret(
+    proxy: str, record_dir: Path
+) -> None:
+    key = "sk-e2e-DISTINCTIVE-0123456789abcdef"
+    client = openai.OpenAI(base_url=proxy, api_key=key, max_retries=0, timeout=20,
+                           default_query={"api_key": key}, default_headers={"x-api-key": key})
+    stream = client.chat.completions.create(
+        model="gpt-oss-20b", stream=True, tools=TOOLS,
+        messages=[{"role": "user", "content": "tool"}])
+    got = b"".join(chunk.model_dump_json().encode() for chunk in stream)
+    assert b"get_weather" in got
+    deadline = time.monotonic() + 10
+    while not (ours := recorded_with_redacted_key(record_dir)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ours, "no recording was written"
+    for path in record_dir.glob("*.flow"):
+        assert key.encode() not in path.read_bytes()
+    recorded = ours[0]
+    info = recorded.metadata["harmony"]
+    assert info["client"] == "openai-sdk" and info["outcome"] == "rewritten"
+    assert len(info["upstream_chunks"]) > 1
+    assert b"".join(info["upstream_chunks"]) == recorded.response.content
+    assert from_sse(info["client_body"]) == from_sse(replay_flow(recorded).body)
+
+
+def recorded_with_redacted_key(directory: Path) -> list:
+    flows = [load_recording(path) for path in sorted(directory.glob("*-stream-*.flow"))]
+    return [flow for flow in flows if flow.request.query.get("api_key") == "REDACTED"]

@@ -8,21 +8,17 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from mitmproxy.test import taddons
-from mitmproxy.test import tflow
 from recordings_util import RECORDINGS_DIR
 from recordings_util import expected_for
 from recordings_util import normalise_body
 from recordings_util import recording_paths
 
-from harmony_filter.addon import HarmonyFilter
 from harmony_filter.recording import is_event_stream
 from harmony_filter.recording import load_recording
 from harmony_filter.recording import upstream_chunks
+from harmony_filter.replay import replay_flow
 
 KNOWN_FAILURES: dict[str, str] = {
-    "bedrock-reasoning-tags-after-tool-stream": "Bedrock's `<reasoning>…</reasoning>` runs "
-    "(one pair per delta) are not taken out of `content` into the reasoning fields",
     "llamacpp-degenerate-header-call-json": "the headerless first message (no `<|channel|>`, "
     "closed by `<|end|>`) reaches the client as content; expected: dropped or as reasoning",
     "llamacpp-degenerate-header-call-stream": "the headerless first message (no `<|channel|>`, "
@@ -49,34 +45,8 @@ def with_known_failures(paths: list[Path]) -> list[object]:
 @cache
 def through_filter(path: Path) -> tuple[int, bytes, bool]:
     """(status, body the client receives, whether it is an event stream)."""
-    recorded = load_recording(path)
-    assert recorded.response
-    addon = HarmonyFilter()
-    with taddons.context(addon):
-        flow = tflow.tflow(req=recorded.request.copy(), live=True)
-        addon.request(flow)
-        flow.response = recorded.response.copy()
-        flow.response.data.content = None  # the body has not been read at responseheaders
-        addon.responseheaders(flow)
-        stream = flow.response.stream
-        if callable(stream):
-            sent: list[bytes] = []
-            for chunk in [*upstream_chunks(recorded), b""]:
-                out = stream(chunk)
-                pieces = [out] if isinstance(out, bytes) else list(out)
-                # An empty piece before the end is framed as the end of the body on HTTP/1.
-                assert chunk == b"" or all(pieces), f"empty chunk returned for {chunk!r}"
-                sent += pieces
-            body = b"".join(sent)
-        elif stream:
-            body = b"".join(upstream_chunks(recorded))
-        else:
-            flow.response.content = recorded.response.content  # mitmproxy buffered it
-            body = b""
-        addon.response(flow)
-        if not stream:
-            body = flow.response.content or b""
-    return flow.response.status_code, body, is_event_stream(flow.response)
+    replayed = replay_flow(load_recording(path))
+    return replayed.status, replayed.body, replayed.event_stream
 
 
 def is_chat_completion(body: bytes, event_stream: bool) -> bool:

@@ -7,7 +7,9 @@ import logging
 import re
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+from typing import Optional
 
 from mitmproxy import ctx
 from mitmproxy import exceptions
@@ -21,6 +23,9 @@ from .openai_shapes import OutputStyle
 from .openai_shapes import completion_as_sse
 from .outcome import Outcome
 from .pipeline import RewriteConfig
+from .recorder import Capture
+from .recorder import StreamTap
+from .recorder import write_recording
 from .repairs import request_view
 from .response import rewrite_completion
 from .stream import StreamRewriter
@@ -61,6 +66,7 @@ class HarmonyFilter:
         self.style = OutputStyle()
         self._configs: dict[str, RewriteConfig] = {}  # per flow id, from request to response
         self._streams: dict[str, StreamRewriter] = {}
+        self._captures: dict[str, Capture] = {}  # flows being recorded
 
     def load(self, loader: Any) -> None:
         loader.add_option(
@@ -98,6 +104,12 @@ class HarmonyFilter:
             "answers in plain text: when their request declares attempt_completion (or only "
             "plan_mode_respond), wrap a plain answer in that tool call.",
         )
+        loader.add_option(
+            "harmony_record_dir", Optional[str], None,
+            "Save every filtered exchange in this directory as a replayable .flow recording: the "
+            "client's request, the upstream response as received (stream chunks included), what "
+            "the client got and what the filter did. Credentials are redacted.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if "harmony_models" in updated:
@@ -133,6 +145,8 @@ class HarmonyFilter:
         self._configs[flow.id] = RewriteConfig(
             self.style, view, ctx.options.harmony_builtin_tools
         )
+        if ctx.options.harmony_record_dir:
+            self._captures[flow.id] = Capture(flow.request.copy())
         if flow.live:
             # Compressed SSE cannot be rewritten chunk by chunk; the hop is local anyway.
             flow.request.headers["accept-encoding"] = "identity"
@@ -142,6 +156,9 @@ class HarmonyFilter:
         response = flow.response
         if info is None or response is None or response.status_code != 200:
             return
+        capture = self._captures.get(flow.id)
+        if capture is not None:
+            capture.upstream_headers = response.headers.copy()
         if not _is_sse(response):
             return
         if response.headers.get("content-encoding", "identity") != "identity":
@@ -153,15 +170,31 @@ class HarmonyFilter:
         response.headers.pop("content-length", None)
         rewriter = StreamRewriter(self._config(flow))
         self._streams[flow.id] = rewriter
-        response.stream = rewriter
+        response.stream = StreamTap(rewriter, capture) if capture is not None else rewriter
 
     def response(self, flow: http.HTTPFlow) -> None:
         info = flow.metadata.get(META)
         response = flow.response
         rewriter = self._streams.pop(flow.id, None)
         config = self._configs.pop(flow.id, None) or RewriteConfig(self.style)
+        capture = self._captures.pop(flow.id, None)
         if info is None or response is None:
             return
+        if capture is not None and not capture.upstream_chunks:
+            capture.upstream_body = response.content
+        self._rewrite(flow, info, config, rewriter)
+        if capture is not None:
+            self._save(flow, capture, info)
+
+    def _rewrite(
+        self,
+        flow: http.HTTPFlow,
+        info: dict[str, Any],
+        config: RewriteConfig,
+        rewriter: StreamRewriter | None,
+    ) -> None:
+        response = flow.response
+        assert response is not None
         if response.status_code != 200:
             self._on_upstream_error(flow, info, config)
             return
@@ -175,6 +208,11 @@ class HarmonyFilter:
     def error(self, flow: http.HTTPFlow) -> None:
         self._streams.pop(flow.id, None)
         self._configs.pop(flow.id, None)
+        capture = self._captures.pop(flow.id, None)
+        info = flow.metadata.get(META)
+        if capture is not None and info is not None and flow.response is not None:
+            info["error"] = str(flow.error)
+            self._save(flow, capture, info)  # a stream cut short is worth replaying too
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -184,6 +222,15 @@ class HarmonyFilter:
             return False
         hosts = ctx.options.harmony_hosts
         return not hosts or any(fnmatch.fnmatch(request.pretty_host, h) for h in hosts)
+
+    @staticmethod
+    def _save(flow: http.HTTPFlow, capture: Capture, info: dict[str, Any]) -> None:
+        try:
+            path = write_recording(Path(ctx.options.harmony_record_dir), flow, capture, info)
+        except (OSError, ValueError) as e:
+            logger.warning("harmony-filter: cannot save the recording: %s", e)
+            return
+        info["recording"] = path.name
 
     def _config(self, flow: http.HTTPFlow) -> RewriteConfig:
         return self._configs.get(flow.id) or RewriteConfig(self.style)

@@ -42,7 +42,7 @@ class ChoicePipeline:
         events = self.repairer.feed(self.decoder.close()) + self.repairer.close()
         deltas = self.encoder.encode(events) + self.encoder.finish()
         self.outcome.observe(events, deltas)
-        self.outcome.add_recoveries(self.decoder.harmony.recoveries)
+        self.outcome.add_recoveries(self.decoder.recoveries)
         self.outcome.add_repairs(self.repairer.repairs)
         return deltas
 

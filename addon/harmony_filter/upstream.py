@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from .decoder import HarmonyDecoder
+from .dialects import DialectTranslator
 from .events import Event
 from .events import Reasoning
 from .events import ToolCallArgs
@@ -30,6 +31,7 @@ class ChoiceDecoder:
     """Decode one choice, fed delta by delta (or once, with a whole message)."""
 
     def __init__(self, builtin_tools: str = "drop") -> None:
+        self.dialect = DialectTranslator()
         self.harmony = HarmonyDecoder(builtin_tools)
         self._call_open = False
         self._call_index: object = None
@@ -41,7 +43,9 @@ class ChoiceDecoder:
             events.append(Reasoning(reasoning))
         content = fields.get("content")
         if isinstance(content, str) and content:
-            events += self.harmony.feed(content)
+            text = self.dialect.feed(content)  # marker-stripped Harmony, <reasoning> tags
+            if text:
+                events += self.harmony.feed(text)
         calls = fields.get("tool_calls")
         if isinstance(calls, list):
             for call in calls:
@@ -50,11 +54,19 @@ class ChoiceDecoder:
         return events
 
     def close(self) -> list[Event]:
-        events = self.harmony.close()
+        text = self.dialect.close()
+        events = self.harmony.feed(text) if text else []
+        events += self.harmony.close()
         if self._call_open:
             self._call_open = False
             events.append(ToolCallEnd())
         return events
+
+    @property
+    def recoveries(self) -> list[str]:
+        """What the decoding worked around: a dialect it translated, Harmony damage."""
+        dialect = [self.dialect.dialect] if self.dialect.dialect else []
+        return dialect + self.harmony.recoveries
 
     def _structured_call(self, call: dict[str, Any], events: list[Event]) -> None:
         """An upstream-parsed call: the first piece has a name (or a new id); later pieces, often

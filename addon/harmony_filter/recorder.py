@@ -1,0 +1,114 @@
+"""Recording filtered exchanges, so a user who hit a bug can replay it with the current code.
+
+A recording (see recording.py) holds the client's request as it was sent, the upstream response
+exactly as received (for an event stream, its chunks as they arrived), what the client finally
+got, and what the filter did. Secrets never reach the disk: credentials in headers, cookies and
+keys in URLs are replaced before anything is written.
+"""
+
+import re
+import time
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+from urllib.parse import urlencode
+
+from mitmproxy import http
+
+from .recording import save_recording
+
+REDACTED = "REDACTED"
+SECRET_HEADERS = (
+    "authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie",
+    "x-goog-api-key", "openai-organization", "openai-project",
+)
+_SECRET_PARAM = re.compile(r"key|token|secret|signature|sig|auth|password", re.IGNORECASE)
+
+
+def redact_headers(headers: http.Headers) -> None:
+    for name in SECRET_HEADERS:
+        if name in headers:
+            headers[name] = REDACTED
+
+
+def redact_query(query: str) -> str:
+    """`a=1&api_key=sk-…` -> `a=1&api_key=REDACTED`."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return urlencode([(k, REDACTED if _SECRET_PARAM.search(k) else v) for k, v in pairs])
+
+
+def redact_request(request: http.Request) -> None:
+    redact_headers(request.headers)
+    path, sep, query = request.path.partition("?")
+    if sep:
+        request.path = f"{path}?{redact_query(query)}"
+
+
+def recording_name(started: float, info: dict[str, Any], flow_id: str) -> str:
+    """`20261123-101502-cline-gpt-oss-20b-stream-1a2b3c4d.flow`: findable by time, client and
+    model."""
+    parts = [
+        time.strftime("%Y%m%d-%H%M%S", time.localtime(started)),
+        str(info.get("client", "unknown")),
+        str(info.get("model", "model")),
+        "stream" if info.get("stream") else "json",
+        flow_id[:8],
+    ]
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts)) + ".flow"
+
+
+@dataclass
+class Capture:
+    """What one flow's recording needs, gathered as the flow goes."""
+
+    client_request: http.Request
+    upstream_headers: http.Headers | None = None
+    upstream_body: bytes | None = None
+    upstream_chunks: list[bytes] = field(default_factory=list)
+    client_chunks: list[bytes] = field(default_factory=list)
+
+
+class StreamTap:
+    """Wraps the stream rewriter to keep what came in and what went out."""
+
+    def __init__(self, inner: Any, capture: Capture) -> None:
+        self.inner = inner
+        self.capture = capture
+
+    def __call__(self, data: bytes) -> list[bytes]:
+        if data:
+            self.capture.upstream_chunks.append(data)
+        out = self.inner(data)
+        self.capture.client_chunks.extend(out)
+        return out
+
+
+def write_recording(directory: Path, flow: http.HTTPFlow, capture: Capture,
+                    info: dict[str, Any]) -> Path:
+    """Save the flow as a recording; returns its path."""
+    recorded = flow.copy()
+    recorded.request = capture.client_request
+    redact_request(recorded.request)
+    response = flow.response
+    metadata: dict[str, Any] = {"source": "recorded by harmony-filter", **info}
+    if response is not None:
+        upstream = response.copy()
+        if capture.upstream_headers is not None:
+            upstream.headers = capture.upstream_headers
+        redact_headers(upstream.headers)
+        if capture.upstream_chunks:
+            upstream.content = b"".join(capture.upstream_chunks)
+            metadata["upstream_chunks"] = list(capture.upstream_chunks)
+            metadata["client_body"] = b"".join(capture.client_chunks)
+        else:
+            metadata["client_body"] = response.content
+            if capture.upstream_body is not None:
+                upstream.content = capture.upstream_body
+        recorded.response = upstream
+    recorded.metadata = {"harmony": metadata}
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / recording_name(flow.timestamp_created, info, flow.id)
+    save_recording(recorded, path)
+    return path
