@@ -199,7 +199,7 @@ class HarmonyFilter:
             self._on_upstream_error(flow, info, config)
             return
         if rewriter is not None and rewriter.calls:
-            self._record(info, rewriter.outcome, rewriter.warnings)
+            self._record(flow, info, rewriter.outcome, rewriter.warnings)
         elif _is_sse(response):
             self._rewrite_sse_body(flow, info, config)
         else:
@@ -247,7 +247,7 @@ class HarmonyFilter:
             return
         outcome = rewrite_completion(body, config)
         flow.response.text = json.dumps(body, ensure_ascii=False)
-        self._record(info, outcome, [])
+        self._record(flow, info, outcome, [])
 
     def _rewrite_sse_body(
         self, flow: http.HTTPFlow, info: dict[str, Any], config: RewriteConfig
@@ -260,7 +260,7 @@ class HarmonyFilter:
             return
         rewriter = StreamRewriter(config)
         flow.response.content = b"".join(rewriter(raw) + rewriter(b""))
-        self._record(info, rewriter.outcome, rewriter.warnings)
+        self._record(flow, info, rewriter.outcome, rewriter.warnings)
 
     def _on_upstream_error(
         self, flow: http.HTTPFlow, info: dict[str, Any], config: RewriteConfig
@@ -283,7 +283,7 @@ class HarmonyFilter:
                             flow.response.status_code)
                 outcome.add_repairs(["upstream-error-recovered"])
                 self._answer(flow, completion, info["stream"])
-                self._record(info, outcome, [])
+                self._record(flow, info, outcome, [])
                 return
         info["outcome"] = "upstream-error"
         message = error_message(body)
@@ -305,9 +305,13 @@ class HarmonyFilter:
             flow.response.text = json.dumps(completion, ensure_ascii=False)
 
     @staticmethod
-    def _record(info: dict[str, Any], outcome: Outcome, warnings: list[str]) -> None:
+    def _record(
+        flow: http.HTTPFlow, info: dict[str, Any], outcome: Outcome, warnings: list[str]
+    ) -> None:
         info.update(outcome.summary())
         info["outcome"] = "rewritten"
+        if outcome.first_output_at is not None:
+            info["ttfc_ms"] = round((outcome.first_output_at - flow.request.timestamp_start) * 1e3, 1)
         if warnings:
             info["warnings"] = list(warnings)
 

@@ -1,7 +1,9 @@
 """What the filter did to one response: for logs, flow.metadata, metrics and the reasoning cache."""
 
+import time
 from dataclasses import dataclass
 from dataclasses import field
+from typing import Any
 
 from .events import Event
 from .events import Reasoning
@@ -21,6 +23,9 @@ class Outcome:
     reasoning: str = ""
     content_chars: int = 0
     finish_reason: str | None = None
+    first_output_at: float | None = None
+    """Wall-clock time the first content or tool call went to the client."""
+    usage: dict[str, Any] | None = None
 
     def observe(self, events: list[Event], deltas: list[Delta]) -> None:
         for event in events:
@@ -30,6 +35,8 @@ class Outcome:
             content = delta.get("content")
             if content:
                 self.content_chars += len(content)
+            if self.first_output_at is None and (content or delta.get("tool_calls")):
+                self.first_output_at = time.time()
             for call in delta.get("tool_calls") or ():
                 if call.get("id"):
                     self.tool_call_ids.append(call["id"])
@@ -46,6 +53,7 @@ class Outcome:
             "repairs": list(self.repairs),
             "tool_calls": len(self.tool_call_ids),
             "finish_reason": self.finish_reason,
+            "completion_tokens": (self.usage or {}).get("completion_tokens"),
         }
 
 

@@ -16,6 +16,8 @@ def rewrite_completion(body: dict[str, Any], config: RewriteConfig) -> Outcome:
     The message goes through the same decoder and encoder as a stream, fed in one piece.
     """
     outcome = Outcome()
+    if isinstance(body.get("usage"), dict):
+        outcome.usage = body["usage"]
     choices = body.get("choices")
     for choice in choices if isinstance(choices, list) else ():
         message = choice.get("message") if isinstance(choice, dict) else None

@@ -87,6 +87,8 @@ class StreamRewriter:
         if not isinstance(choices, list):
             return self._non_chunk(event, data, chunk)
         if not choices:
+            if isinstance(chunk.get("usage"), dict):
+                self.outcome.usage = chunk["usage"]
             return self._close_choices() + [event.raw]  # the usage chunk comes last
         self._envelope = {key: value for key, value in chunk.items() if key != "choices"}
         out: list[bytes] = []
@@ -165,6 +167,7 @@ class StreamRewriter:
         usage = envelope.get("usage")
         if usage is not None:
             envelope = {key: value for key, value in envelope.items() if key != "usage"}
+            self.outcome.usage = usage if isinstance(usage, dict) else None
         out = []
         last = len(deltas) - 1
         for position, delta in enumerate(deltas):
