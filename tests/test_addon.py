@@ -207,3 +207,19 @@ def test_plain_text_errors_become_openai_errors() -> None:
     flow = run_error(400, b"400 Reasoning is mandatory for this endpoint and cannot be disabled.")
     assert flow.response.status_code == 400
     assert json.loads(flow.response.content)["error"]["message"].startswith("400 Reasoning")
+
+
+def test_outcome_header() -> None:
+    addon = HarmonyFilter()
+    with taddons.context(addon):
+        flow = chat_flow()
+        addon.request(flow)
+        flow.response = http.Response.make(200, completion(RAW), {"content-type": "application/json"})
+        addon.responseheaders(flow)
+        addon.response(flow)
+        assert flow.response.headers["x-harmony-filter"] == "rewritten"
+        other = chat_flow(model="llama")
+        addon.request(other)
+        other.response = http.Response.make(200, b"{}", {"content-type": "application/json"})
+        addon.response(other)
+        assert "x-harmony-filter" not in other.response.headers

@@ -197,3 +197,28 @@ def test_internal_error_degrades_to_passthrough(monkeypatch: pytest.MonkeyPatch)
     body = raw_stream(RAW_ANSWER)
     out = b"".join(rewriter(body) + rewriter(b""))
     assert out == body and rewriter.warnings == ["internal-error-passthrough"]
+
+
+def test_no_final_timeout_ends_the_stream_cleanly() -> None:
+    now = [0.0]
+    rewriter = StreamRewriter(RewriteConfig(no_final_timeout=5), clock=lambda: now[0])
+    thinking = raw_stream("<|channel|>analysis<|message|>" + "hmm " * 50)
+    out = rewriter(thinking[:200])
+    now[0] = 6
+    out += rewriter(thinking[200:400])
+    out += rewriter(thinking[400:]) + rewriter(b"")
+    body = b"".join(out)
+    assert body.endswith(b"data: [DONE]\n\n") and body.count(b"[DONE]") == 1
+    error = sse_chunks(body)[-1]["error"]
+    assert error["code"] == "no_final_timeout" and rewriter.timed_out
+
+
+def test_no_final_timeout_spares_streams_that_answered() -> None:
+    now = [0.0]
+    rewriter = StreamRewriter(RewriteConfig(no_final_timeout=5), clock=lambda: now[0])
+    body = raw_stream(RAW_ANSWER)
+    cut = body.index(b"[DONE]")  # the whole answer, before the end of the stream
+    out = rewriter(body[:cut])
+    now[0] = 60
+    out += rewriter(body[cut:]) + rewriter(b"")
+    assert from_sse(b"".join(out))["content"] == "Bonjour ✨" and not rewriter.timed_out

@@ -41,8 +41,18 @@ _CHOICES = {
     "harmony_builtin_tools": BUILTIN_TOOL_MODES,
 }
 
+OUTCOME_HEADER = "x-harmony-filter"
 META = "harmony"
 """flow.metadata key: what the filter saw and did (serialisable, kept in recordings)."""
+
+
+def outcome_header(info: dict[str, Any]) -> str:
+    """`rewritten; fixes=a,b; repairs=c`: what the filter did, for the client to see."""
+    parts = [str(info.get("outcome", "passthrough"))]
+    for key in ("fixes", "repairs"):
+        if info.get(key):
+            parts.append(f"{key}={','.join(info[key])}")
+    return "; ".join(parts)
 
 
 def is_chat_request(method: str, path: str) -> bool:
@@ -105,6 +115,12 @@ class HarmonyFilter:
             "plan_mode_respond), wrap a plain answer in that tool call.",
         )
         loader.add_option(
+            "harmony_no_final_timeout", float, 0.0,
+            "End a stream for the client, with an OpenAI-format error event and [DONE], when it has "
+            "produced no content and no tool call after this many seconds (0: no limit). gpt-oss "
+            "can get stuck reasoning; this caps the wait.",
+        )
+        loader.add_option(
             "harmony_record_dir", Optional[str], None,
             "Save every filtered exchange in this directory as a replayable .flow recording: the "
             "client's request, the upstream response as received (stream chunks included), what "
@@ -143,7 +159,8 @@ class HarmonyFilter:
         }
         view = request_view(body, client, wrap_completion=ctx.options.harmony_wrap_completion)
         self._configs[flow.id] = RewriteConfig(
-            self.style, view, ctx.options.harmony_builtin_tools
+            self.style, view, ctx.options.harmony_builtin_tools,
+            ctx.options.harmony_no_final_timeout,
         )
         if ctx.options.harmony_record_dir:
             self._captures[flow.id] = Capture(flow.request.copy())
@@ -154,12 +171,12 @@ class HarmonyFilter:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         info = flow.metadata.get(META)
         response = flow.response
-        if info is None or response is None or response.status_code != 200:
+        if info is None or response is None:
             return
         capture = self._captures.get(flow.id)
         if capture is not None:
             capture.upstream_headers = response.headers.copy()
-        if not _is_sse(response):
+        if response.status_code != 200 or not _is_sse(response):
             return
         if response.headers.get("content-encoding", "identity") != "identity":
             logger.warning("harmony-filter: %s: compressed event stream; passing through",
@@ -168,6 +185,8 @@ class HarmonyFilter:
             response.stream = True
             return
         response.headers.pop("content-length", None)
+        # Sent before the body: what is known now (repairs are in the log and the metadata).
+        response.headers[OUTCOME_HEADER] = outcome_header(info | {"outcome": "rewritten"})
         rewriter = StreamRewriter(self._config(flow))
         self._streams[flow.id] = rewriter
         response.stream = StreamTap(rewriter, capture) if capture is not None else rewriter
@@ -183,6 +202,8 @@ class HarmonyFilter:
         if capture is not None and not capture.upstream_chunks:
             capture.upstream_body = response.content
         self._rewrite(flow, info, config, rewriter)
+        if not callable(response.stream):
+            response.headers[OUTCOME_HEADER] = outcome_header(info)
         if capture is not None:
             self._save(flow, capture, info)
 

@@ -23,6 +23,8 @@ class RewriteConfig:
     style: OutputStyle = field(default_factory=OutputStyle)
     view: RequestView = field(default_factory=RequestView)
     builtin_tools: str = "drop"
+    no_final_timeout: float = 0
+    """Seconds a stream may go without content or a tool call (0: no limit)."""
 
 
 class ChoicePipeline:

@@ -9,6 +9,8 @@ rest of the stream through untouched.
 
 import json
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,21 +36,28 @@ class _Choice:
 
 
 class StreamRewriter:
-    def __init__(self, config: RewriteConfig) -> None:
+    def __init__(self, config: RewriteConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.outcome = Outcome()
         self.warnings: list[str] = []
         self.calls = 0
         """How many times mitmproxy called us (0: the body never streamed through us)."""
+        self.timed_out = False
         self._sse = SseDecoder()
         self._choices: dict[int, _Choice] = {}
         self._envelope: dict[str, Any] = {}
         self._passthrough = False
+        self._clock = clock
+        self._started = clock()
 
     def __call__(self, data: bytes) -> list[bytes]:
         self.calls += 1
+        if self.timed_out:
+            return []  # the client already got its error and [DONE]
         if self._passthrough:
             return [data] if data else []
+        if self._no_final_in_time():
+            return self._time_out()
         out: list[bytes] = []
         events = self._sse.feed(data) if data else self._sse.flush()
         for event in events:
@@ -69,6 +78,27 @@ class StreamRewriter:
                 logger.exception("harmony-filter: cannot close the stream cleanly")
                 self._warn("internal-error-passthrough")
         return out
+
+    def _no_final_in_time(self) -> bool:
+        limit = self.config.no_final_timeout
+        return bool(
+            limit
+            and self.outcome.first_output_at is None
+            and self._clock() - self._started > limit
+        )
+
+    def _time_out(self) -> list[bytes]:
+        """gpt-oss can reason for ever; past the limit, end the stream for the client cleanly."""
+        self.timed_out = True
+        limit = self.config.no_final_timeout
+        logger.warning("harmony-filter: no content or tool call after %gs: ending the stream", limit)
+        self._warn("no-final-timeout")
+        error = openai_error(
+            f"harmony-filter: the model produced no answer or tool call within {limit:g} s",
+            kind="timeout",
+        )
+        error["error"]["code"] = "no_final_timeout"
+        return [encode_event(json.dumps(error)), b"data: [DONE]\n\n"]
 
     # -- events ---------------------------------------------------------------------------
 
