@@ -9,6 +9,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harmony_filter.replay_upstream import ReplayUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
 MITMDUMP = str(Path(sys.executable).parent / "mitmdump")
@@ -19,7 +23,11 @@ class Process:
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.lines: list[str] = []
@@ -57,9 +65,19 @@ class Process:
 
 @contextmanager
 def replay_upstream(*paths: Path, pace: float = 0) -> Iterator[str]:
-    process = Process([sys.executable, "-m", "harmony_filter.replay_upstream", "--port", "0",
-                       "--pace", str(pace), *map(str, paths)],
-                      env={"PYTHONPATH": str(ROOT / "addon")})
+    process = Process(
+        [
+            sys.executable,
+            "-m",
+            "harmony_filter.replay_upstream",
+            "--port",
+            "0",
+            "--pace",
+            str(pace),
+            *map(str, paths),
+        ],
+        env={"PYTHONPATH": str(ROOT / "addon")},
+    )
     try:
         yield process.wait_for(r"listening on (http://\S+)").group(1)
     finally:
@@ -69,13 +87,48 @@ def replay_upstream(*paths: Path, pace: float = 0) -> Iterator[str]:
 @contextmanager
 def mitmdump(mode: str, confdir: Path, *args: str) -> Iterator[tuple[int, Process]]:
     """mitmdump with the addon on a free loopback port; yields (port, process)."""
-    process = Process([
-        MITMDUMP, "--listen-host", "127.0.0.1", "-p", "0", "--mode", mode,
-        "-s", str(ROOT / "addon" / "harmony.py"), "--set", f"confdir={confdir}",
-        "--set", "flow_detail=0", *args,
-    ])
+    process = Process(
+        [
+            MITMDUMP,
+            "--listen-host",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "--mode",
+            mode,
+            "-s",
+            str(ROOT / "addon" / "harmony.py"),
+            "--set",
+            f"confdir={confdir}",
+            "--set",
+            "flow_detail=0",
+            *args,
+        ]
+    )
     try:
         port = int(process.wait_for(r"listening at \S*?:(\d+)").group(1))
         yield port, process
     finally:
         process.stop()
+
+
+@contextmanager
+def replay_upstream_in_thread(*paths: Path) -> Iterator[tuple[str, "ReplayUpstream"]]:
+    """The replay upstream in this process (its `received` bodies can be inspected); yields
+    (base URL, upstream)."""
+    import asyncio
+
+    from harmony_filter.replay_upstream import ReplayUpstream
+    from harmony_filter.replay_upstream import load_recordings
+
+    upstream = ReplayUpstream(load_recordings(paths), pace=0)
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(asyncio.start_server(upstream.handle, "127.0.0.1", 0))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", upstream
+    finally:
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)

@@ -19,23 +19,41 @@ RAW = (
 )
 
 
-def chat_flow(model: str = "gpt-oss-20b", stream: bool = False, path: str = "/v1/chat/completions",
-              method: str = "POST", body: bytes | None = None, live: bool = True
-              ) -> http.HTTPFlow:
+def chat_flow(
+    model: str = "gpt-oss-20b",
+    stream: bool = False,
+    path: str = "/v1/chat/completions",
+    method: str = "POST",
+    body: bytes | None = None,
+    live: bool = True,
+) -> http.HTTPFlow:
     request = http.Request.make(
-        method, f"http://127.0.0.1:8000{path}",
-        body if body is not None else json.dumps({"model": model, "stream": stream,
-                                                  "messages": []}).encode(),
+        method,
+        f"http://127.0.0.1:8000{path}",
+        body
+        if body is not None
+        else json.dumps({"model": model, "stream": stream, "messages": []}).encode(),
         {"content-type": "application/json", "accept-encoding": "gzip, br"},
     )
     return tflow.tflow(req=request, live=live)
 
 
 def completion(content: str) -> bytes:
-    return json.dumps({"id": "c1", "object": "chat.completion", "model": "gpt-oss-20b",
-                       "choices": [{"index": 0, "finish_reason": "stop",
-                                    "message": {"role": "assistant", "content": content}}],
-                       "usage": {"total_tokens": 5}}).encode()
+    return json.dumps(
+        {
+            "id": "c1",
+            "object": "chat.completion",
+            "model": "gpt-oss-20b",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": content},
+                }
+            ],
+            "usage": {"total_tokens": 5},
+        }
+    ).encode()
 
 
 def test_json_response_is_rewritten() -> None:
@@ -44,12 +62,18 @@ def test_json_response_is_rewritten() -> None:
         flow = chat_flow()
         addon.request(flow)
         assert flow.request.headers["accept-encoding"] == "identity"
-        flow.response = http.Response.make(200, completion(RAW), {"content-type": "application/json"})
+        flow.response = http.Response.make(
+            200, completion(RAW), {"content-type": "application/json"}
+        )
         addon.responseheaders(flow)
         addon.response(flow)
         body = json.loads(flow.response.content)
-        assert from_json(body) == {"content": "Answer.", "reasoning": "Think.", "tool_calls": [],
-                                   "finish_reason": "stop"}
+        assert from_json(body) == {
+            "content": "Answer.",
+            "reasoning": "Think.",
+            "tool_calls": [],
+            "finish_reason": "stop",
+        }
         assert body["usage"] == {"total_tokens": 5} and body["id"] == "c1"
         assert flow.metadata["harmony"]["outcome"] == "rewritten"
 
@@ -60,7 +84,8 @@ def test_sse_response_is_streamed_through_the_rewriter() -> None:
         flow = chat_flow(stream=True)
         addon.request(flow)
         flow.response = http.Response.make(
-            200, b"", {"content-type": "text/event-stream", "content-length": "999"})
+            200, b"", {"content-type": "text/event-stream", "content-length": "999"}
+        )
         addon.responseheaders(flow)
         assert callable(flow.response.stream) and "content-length" not in flow.response.headers
         chunk = {"choices": [{"index": 0, "delta": {"content": RAW}, "finish_reason": "stop"}]}
@@ -80,8 +105,10 @@ def test_sse_read_from_a_file_is_rewritten_whole() -> None:
         flow = chat_flow(stream=True, live=False)
         chunk = {"choices": [{"index": 0, "delta": {"content": RAW}, "finish_reason": "stop"}]}
         flow.response = http.Response.make(
-            200, b"data: " + json.dumps(chunk).encode() + b"\n\n",
-            {"content-type": "text/event-stream"})
+            200,
+            b"data: " + json.dumps(chunk).encode() + b"\n\n",
+            {"content-type": "text/event-stream"},
+        )
         addon.request(flow)
         addon.responseheaders(flow)
         addon.response(flow)
@@ -104,7 +131,9 @@ def test_other_flows_are_untouched(flow: http.HTTPFlow) -> None:
     with taddons.context(addon):
         before = flow.request.content
         addon.request(flow)
-        flow.response = http.Response.make(200, completion(RAW), {"content-type": "application/json"})
+        flow.response = http.Response.make(
+            200, completion(RAW), {"content-type": "application/json"}
+        )
         addon.responseheaders(flow)
         addon.response(flow)
         assert flow.request.content == before and "harmony" not in flow.metadata
@@ -156,7 +185,9 @@ def test_reasoning_and_tools_options() -> None:
         tctx.configure(addon, harmony_reasoning="reasoning")
         flow = chat_flow()
         addon.request(flow)
-        flow.response = http.Response.make(200, completion(RAW), {"content-type": "application/json"})
+        flow.response = http.Response.make(
+            200, completion(RAW), {"content-type": "application/json"}
+        )
         addon.response(flow)
         message = json.loads(flow.response.content)["choices"][0]["message"]
         assert message["reasoning"] == "Think." and "reasoning_content" not in message
@@ -164,12 +195,17 @@ def test_reasoning_and_tools_options() -> None:
             tctx.configure(addon, harmony_tools="xml")
 
 
-def run_error(status: int, body: bytes, stream: bool = False,
-              tools: tuple[str, ...] = ("get_weather",)) -> http.HTTPFlow:
+def run_error(
+    status: int, body: bytes, stream: bool = False, tools: tuple[str, ...] = ("get_weather",)
+) -> http.HTTPFlow:
     addon = HarmonyFilter()
     with taddons.context(addon):
-        request = {"model": "openai/gpt-oss-120b", "stream": stream, "messages": [],
-                   "tools": [{"type": "function", "function": {"name": n}} for n in tools]}
+        request = {
+            "model": "openai/gpt-oss-120b",
+            "stream": stream,
+            "messages": [],
+            "tools": [{"type": "function", "function": {"name": n}} for n in tools],
+        }
         flow = chat_flow(body=json.dumps(request).encode())
         addon.request(flow)
         flow.response = http.Response.make(status, body, {"content-type": "application/json"})
@@ -178,27 +214,44 @@ def run_error(status: int, body: bytes, stream: bool = False,
     return flow
 
 
-GROQ_400 = json.dumps({"error": {
-    "message": "Failed to parse tool call arguments as JSON", "type": "invalid_request_error",
-    "code": "tool_use_failed",
-    "failed_generation": '<|channel|>commentary to=functions.get_weather json<|message|>'
-                         '{"city": "Rome"}'}}).encode()
+GROQ_400 = json.dumps(
+    {
+        "error": {
+            "message": "Failed to parse tool call arguments as JSON",
+            "type": "invalid_request_error",
+            "code": "tool_use_failed",
+            "failed_generation": "<|channel|>commentary to=functions.get_weather json<|message|>"
+            '{"city": "Rome"}',
+        }
+    }
+).encode()
 
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_groq_tool_use_failed_becomes_an_answer(stream: bool) -> None:
     flow = run_error(400, GROQ_400, stream)
     assert flow.response.status_code == 200
-    result = from_sse(flow.response.content) if stream else from_json(
-        json.loads(flow.response.content))
-    assert result == {"content": None, "reasoning": None, "finish_reason": "tool_calls",
-                      "tool_calls": [{"name": "get_weather", "arguments": {"city": "Rome"}}]}
+    result = (
+        from_sse(flow.response.content) if stream else from_json(json.loads(flow.response.content))
+    )
+    assert result == {
+        "content": None,
+        "reasoning": None,
+        "finish_reason": "tool_calls",
+        "tool_calls": [{"name": "get_weather", "arguments": {"city": "Rome"}}],
+    }
     assert "upstream-error-recovered" in flow.metadata["harmony"]["repairs"]
 
 
 def test_ollama_500_with_bad_raw_stays_an_error() -> None:
-    body = json.dumps({"error": {"message": "error parsing tool call: raw='{\"city\": \"Ro', "
-                                            "err=unexpected end of JSON input"}}).encode()
+    body = json.dumps(
+        {
+            "error": {
+                "message": 'error parsing tool call: raw=\'{"city": "Ro\', '
+                "err=unexpected end of JSON input"
+            }
+        }
+    ).encode()
     flow = run_error(500, body)
     assert flow.response.status_code == 500 and flow.response.content == body
 
@@ -214,10 +267,12 @@ def test_outcome_header() -> None:
     with taddons.context(addon):
         flow = chat_flow()
         addon.request(flow)
-        flow.response = http.Response.make(200, completion(RAW), {"content-type": "application/json"})
+        flow.response = http.Response.make(
+            200, completion(RAW), {"content-type": "application/json"}
+        )
         addon.responseheaders(flow)
         addon.response(flow)
-        assert flow.response.headers["x-harmony-filter"] == "rewritten"
+        assert flow.response.headers["x-harmony-filter"].startswith("rewritten; fixes=")
         other = chat_flow(model="llama")
         addon.request(other)
         other.response = http.Response.make(200, b"{}", {"content-type": "application/json"})

@@ -94,7 +94,7 @@ CASES = {
     ),
     "two calls in one turn": (
         "<|channel|>commentary to=functions.a<|message|>{}<|call|>"
-        "<|start|>assistant<|channel|>commentary to=functions.b<|message|>{\"x\":1}<|call|>",
+        '<|start|>assistant<|channel|>commentary to=functions.b<|message|>{"x":1}<|call|>',
         [*call("a", "{}"), *call("b", '{"x":1}')],
     ),
     "doubled channel in header": (
@@ -107,7 +107,7 @@ CASES = {
         call("read_file", '{"a":1}'),
     ),
     "builtin call dropped by default": (
-        "<|channel|>analysis to=browser.search<|message|>{\"q\":1}<|call|>",
+        '<|channel|>analysis to=browser.search<|message|>{"q":1}<|call|>',
         [],
     ),
     "cut off mid-analysis": (
@@ -164,7 +164,10 @@ def test_recoveries_are_named() -> None:
             "assistant<|channel|>commentary to=functions.x<|constrain|>json",
             ("assistant", "commentary", "functions.x"),
         ),
-        ("functions.x to=assistant<|channel|>commentary", ("functions.x", "commentary", "assistant")),
+        (
+            "functions.x to=assistant<|channel|>commentary",
+            ("functions.x", "commentary", "assistant"),
+        ),
         ("<|channel|>commentary?", ("assistant", "commentary", None)),
     ],
 )
@@ -193,9 +196,30 @@ def test_any_chunking_gives_the_same_events(data: st.DataObject) -> None:
 
 PIECES = st.sampled_from(
     [
-        "<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|constrain|>", "<|return|>",
-        "<|call|>", "<|", "|>", "<", "assistant", "analysis", "final", "commentary", " to=",
-        "functions.f", "json", " ", "\n", "{}", "é😀", "t", "o", "=",
+        "<|start|>",
+        "<|end|>",
+        "<|message|>",
+        "<|channel|>",
+        "<|constrain|>",
+        "<|return|>",
+        "<|call|>",
+        "<|",
+        "|>",
+        "<",
+        "assistant",
+        "analysis",
+        "final",
+        "commentary",
+        " to=",
+        "functions.f",
+        "json",
+        " ",
+        "\n",
+        "{}",
+        "é😀",
+        "t",
+        "o",
+        "=",
     ]
 )
 HARMONYISH = st.lists(st.one_of(PIECES, st.text(max_size=5)), max_size=30).map("".join)

@@ -27,22 +27,37 @@ ANSWER = (
     "<|channel|>analysis<|message|>Greet back, briefly.<|end|><|start|>assistant<|channel|>final"
     "<|message|>Hello! 👋 How can I help?<|return|>"
 )
-TOOLS = [{"type": "function", "function": {
-    "name": "get_weather", "description": "Weather for a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"},
-                                                    "unit": {"type": "string"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
+            },
+        },
+    }
+]
 
 
 def raw_harmony_sse(text: str, seed: int) -> list[bytes]:
     """What llama.cpp without --jinja streams: Harmony text in delta.content, cut anywhere;
     then the network cuts the bytes anywhere too."""
     rng, events, i = random.Random(seed), [], 0
-    base = {"id": "chatcmpl-e2e", "object": "chat.completion.chunk", "created": 1,
-            "model": "gpt-oss-20b"}
+    base = {
+        "id": "chatcmpl-e2e",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-oss-20b",
+    }
     while i < len(text):
         j = i + rng.randint(1, 6)
-        events.append(base | {"choices": [{"index": 0, "delta": {"content": text[i:j]},
-                                           "finish_reason": None}]})
+        events.append(
+            base
+            | {"choices": [{"index": 0, "delta": {"content": text[i:j]}, "finish_reason": None}]}
+        )
         i = j
     events.append(base | {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
@@ -52,10 +67,22 @@ def raw_harmony_sse(text: str, seed: int) -> list[bytes]:
 
 
 def raw_harmony_json(text: str) -> bytes:
-    return json.dumps({"id": "chatcmpl-e2e", "object": "chat.completion", "created": 1,
-                       "model": "gpt-oss-20b", "usage": {"total_tokens": 42},
-                       "choices": [{"index": 0, "finish_reason": "stop",
-                                    "message": {"role": "assistant", "content": text}}]}).encode()
+    return json.dumps(
+        {
+            "id": "chatcmpl-e2e",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "gpt-oss-20b",
+            "usage": {"total_tokens": 42},
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": text},
+                }
+            ],
+        }
+    ).encode()
 
 
 @pytest.fixture(scope="module")
@@ -70,17 +97,33 @@ def proxy(tmp_path_factory: pytest.TempPathFactory, record_dir: Path) -> Iterato
         request = {"model": "gpt-oss-20b", "messages": [{"role": "user", "content": name}]}
         if tools:
             request["tools"] = tools
-        save_recording(make_recording(request | {"stream": True}, 200,
-                                      {"content-type": "text/event-stream"},
-                                      raw_harmony_sse(text, seed=len(name)), "e2e"),
-                       recordings / f"{name}-stream.flow")
-        save_recording(make_recording(request | {"stream": False}, 200,
-                                      {"content-type": "application/json"},
-                                      [raw_harmony_json(text)], "e2e"),
-                       recordings / f"{name}-json.flow")
+        save_recording(
+            make_recording(
+                request | {"stream": True},
+                200,
+                {"content-type": "text/event-stream"},
+                raw_harmony_sse(text, seed=len(name)),
+                "e2e",
+            ),
+            recordings / f"{name}-stream.flow",
+        )
+        save_recording(
+            make_recording(
+                request | {"stream": False},
+                200,
+                {"content-type": "application/json"},
+                [raw_harmony_json(text)],
+                "e2e",
+            ),
+            recordings / f"{name}-json.flow",
+        )
     with replay_upstream(recordings) as upstream:
-        with mitmdump(f"reverse:{upstream}", tmp_path_factory.mktemp("confdir"),
-                      "--set", f"harmony_record_dir={record_dir}") as (port, _):
+        with mitmdump(
+            f"reverse:{upstream}",
+            tmp_path_factory.mktemp("confdir"),
+            "--set",
+            f"harmony_record_dir={record_dir}",
+        ) as (port, _):
             yield f"http://127.0.0.1:{port}/v1"
 
 
@@ -106,15 +149,26 @@ def ask(base_url: str, question: str, stream: bool) -> dict:
                     slot["name"] += call.function.name or ""
                     slot["arguments"] += call.function.arguments or ""
                 finish = choice.finish_reason or finish
-        result = {"content": content or None, "reasoning_content": reasoning or None,
-                  "tool_calls": [{"id": c["id"], "function": {"name": c["name"],
-                                                              "arguments": c["arguments"]}}
-                                 for c in calls.values()] or None}
+        result = {
+            "content": content or None,
+            "reasoning_content": reasoning or None,
+            "tool_calls": [
+                {"id": c["id"], "function": {"name": c["name"], "arguments": c["arguments"]}}
+                for c in calls.values()
+            ]
+            or None,
+        }
     return {
         "content": result["content"] or None,
         "reasoning": result.get("reasoning_content"),
-        "tool_calls": [(c["function"]["name"], json.loads(c["function"]["arguments"]),
-                        c["id"].startswith("call_")) for c in result.get("tool_calls") or ()],
+        "tool_calls": [
+            (
+                c["function"]["name"],
+                json.loads(c["function"]["arguments"]),
+                c["id"].startswith("call_"),
+            )
+            for c in result.get("tool_calls") or ()
+        ],
     } | ({"finish": finish} if stream else {})
 
 
@@ -133,8 +187,11 @@ def test_tool_call_through_mitmdump(proxy: str, stream: bool) -> None:
 def test_answer_through_mitmdump(proxy: str, stream: bool) -> None:
     result = ask(proxy, "answer", stream)
     assert result.pop("finish", "stop") == "stop"
-    assert result == {"content": "Hello! 👋 How can I help?", "reasoning": "Greet back, briefly.",
-                      "tool_calls": []}
+    assert result == {
+        "content": "Hello! 👋 How can I help?",
+        "reasoning": "Greet back, briefly.",
+        "tool_calls": [],
+    }
 
 
 def test_other_paths_pass_through(proxy: str) -> None:
@@ -145,9 +202,16 @@ def test_other_paths_pass_through(proxy: str) -> None:
 def test_no_harmony_markup_reaches_the_client(proxy: str) -> None:
     import httpx
 
-    with httpx.stream("POST", proxy + "/chat/completions",
-                      json={"model": "gpt-oss-20b", "stream": True, "tools": TOOLS,
-                            "messages": [{"role": "user", "content": "tool"}]}) as response:
+    with httpx.stream(
+        "POST",
+        proxy + "/chat/completions",
+        json={
+            "model": "gpt-oss-20b",
+            "stream": True,
+            "tools": TOOLS,
+            "messages": [{"role": "user", "content": "tool"}],
+        },
+    ) as response:
         body = b"".join(response.iter_raw())
     assert b"<|" not in body and body.endswith(b"data: [DONE]\n\n")
 
@@ -156,11 +220,20 @@ def test_recordings_replay_what_the_client_got_and_hold_no_secret(
     proxy: str, record_dir: Path
 ) -> None:
     key = "sk-e2e-DISTINCTIVE-0123456789abcdef"
-    client = openai.OpenAI(base_url=proxy, api_key=key, max_retries=0, timeout=20,
-                           default_query={"api_key": key}, default_headers={"x-api-key": key})
+    client = openai.OpenAI(
+        base_url=proxy,
+        api_key=key,
+        max_retries=0,
+        timeout=20,
+        default_query={"api_key": key},
+        default_headers={"x-api-key": key},
+    )
     stream = client.chat.completions.create(
-        model="gpt-oss-20b", stream=True, tools=TOOLS,
-        messages=[{"role": "user", "content": "tool"}])
+        model="gpt-oss-20b",
+        stream=True,
+        tools=TOOLS,
+        messages=[{"role": "user", "content": "tool"}],
+    )
     got = b"".join(chunk.model_dump_json().encode() for chunk in stream)
     assert b"get_weather" in got
     deadline = time.monotonic() + 10

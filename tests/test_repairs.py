@@ -53,8 +53,10 @@ def test_tool_names(name: str, expected: str | None) -> None:
         ('[{"command":"ls"}]', '{"command":"ls"}'),
         ('{"name":"shell","arguments":{"command":"ls"}}', '{"command":"ls"}'),
         ('{"name":"shell","parameters":"{\\"command\\":\\"ls\\"}"}', '{"command":"ls"}'),
-        ('{"name":"other","arguments":{"command":"ls"}}',
-         '{"name":"other","arguments":{"command":"ls"}}'),
+        (
+            '{"name":"other","arguments":{"command":"ls"}}',
+            '{"name":"other","arguments":{"command":"ls"}}',
+        ),
         ("", "{}"),
         ('{"command": "l', None),
         ("[1, 2]", None),
@@ -71,8 +73,10 @@ def test_arguments(text: str, expected: str | None) -> None:
         ('{"command": "ls"}', ("shell", '{"command":"ls"}')),
         ('```json\n{"city": "Oslo"}\n```', ("get_weather", '{"city":"Oslo"}')),
         ('[{"city": "Oslo"}]', ("get_weather", '{"city":"Oslo"}')),
-        ('{"name": "get_weather", "parameters": {"city": "Oslo"}}',
-         ("get_weather", '{"city":"Oslo"}')),
+        (
+            '{"name": "get_weather", "parameters": {"city": "Oslo"}}',
+            ("get_weather", '{"city":"Oslo"}'),
+        ),
         ('{"city": "Oslo", "extra": 1}', None),
         ('{"unknown": 1}', None),
         ("The answer is {1}", None),
@@ -108,11 +112,18 @@ def call(name: str, args: str) -> list:
 def test_repaired_call_keeps_its_id() -> None:
     events, repairs = repaired(
         RequestView(tools=TOOLS),
-        [ToolCallBegin("functions.shelljson", "id-1"), ToolCallArgs('[{"command":'),
-         ToolCallArgs('"ls"}]'), ToolCallEnd()],
+        [
+            ToolCallBegin("functions.shelljson", "id-1"),
+            ToolCallArgs('[{"command":'),
+            ToolCallArgs('"ls"}]'),
+            ToolCallEnd(),
+        ],
     )
-    assert events == [ToolCallBegin("shell", "id-1"), ToolCallArgs('{"command":"ls"}'),
-                      ToolCallEnd()]
+    assert events == [
+        ToolCallBegin("shell", "id-1"),
+        ToolCallArgs('{"command":"ls"}'),
+        ToolCallEnd(),
+    ]
     assert repairs == ["tool-name-repaired", "arguments-normalised"]
 
 
@@ -147,19 +158,25 @@ def test_prose_is_not_held() -> None:
 
 
 def test_mandatory_tool_client_answer_is_wrapped() -> None:
-    view = RequestView(tools={"attempt_completion": {}, "read_file": {}},
-                       completion_tool=("attempt_completion", "result"))
+    view = RequestView(
+        tools={"attempt_completion": {}, "read_file": {}},
+        completion_tool=("attempt_completion", "result"),
+    )
     events, repairs = repaired(view, [Reasoning("done"), Content("All "), Content("done.")])
-    assert events == [Reasoning("done"),
-                      *call("attempt_completion", json.dumps({"result": "All done."}))]
+    assert events == [
+        Reasoning("done"),
+        *call("attempt_completion", json.dumps({"result": "All done."})),
+    ]
     assert repairs == ["answer-wrapped-in-attempt_completion"]
     events, _ = repaired(view, [Content("Reading."), *call("read_file", '{"path":"a"}')])
     assert events == [Content("Reading."), *call("read_file", '{"path":"a"}')]
 
 
 def test_xml_tool_client_gets_xml() -> None:
-    events, _ = repaired(RequestView(tools={}, calls_allowed=False, xml_tools=True),
-                         call("read_file", '{"path":"a.md"}'))
+    events, _ = repaired(
+        RequestView(tools={}, calls_allowed=False, xml_tools=True),
+        call("read_file", '{"path":"a.md"}'),
+    )
     assert events == [Content("<read_file>\n<path>a.md</path>\n</read_file>")]
 
 
@@ -175,27 +192,36 @@ def test_client_stops_cut_the_answer() -> None:
 
 def test_request_view() -> None:
     cline = {
-        "tools": [{"type": "function", "function": {"name": "attempt_completion",
-                                                    "parameters": {"type": "object"}}}],
+        "tools": [
+            {
+                "type": "function",
+                "function": {"name": "attempt_completion", "parameters": {"type": "object"}},
+            }
+        ],
         "messages": [{"role": "system", "content": "You are Cline"}],
     }
     view = request_view(cline, "cline")
     assert view.completion_tool == ("attempt_completion", "result") and view.calls_allowed
     assert request_view(cline, "cline", wrap_completion=False).completion_tool is None
-    assert not request_view(cline | {"tool_choice": "none"}, "cline").calls_allowed
+    assert not request_view(cline, "cline", calls_forbidden=True).calls_allowed
     roo_xml = {"messages": [{"role": "system", "content": "Use <read_file><path>x</path>"}]}
     assert request_view(roo_xml, "roo").xml_tools
     assert request_view({}, "openai-sdk") == RequestView(tools={}, calls_allowed=False)
 
 
-RAW = ("<|channel|>analysis<|message|>Use a tool.<|end|><|start|>assistant<|channel|>commentary "
-       'to=functions.Get_Weather json<|message|>{"name":"get_weather","arguments":{"city":"Oslo"}}')
+RAW = (
+    "<|channel|>analysis<|message|>Use a tool.<|end|><|start|>assistant<|channel|>commentary "
+    'to=functions.Get_Weather json<|message|>{"name":"get_weather","arguments":{"city":"Oslo"}}'
+)
 
 
 def test_streamed_and_whole_repairs_agree() -> None:
     config = RewriteConfig(view=RequestView(tools=TOOLS))
-    whole = {"choices": [{"index": 0, "finish_reason": "stop",
-                          "message": {"role": "assistant", "content": RAW}}]}
+    whole = {
+        "choices": [
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": RAW}}
+        ]
+    }
     rewrite_completion(whole, config)
     rewriter = StreamRewriter(config)
     body = b""
@@ -203,6 +229,10 @@ def test_streamed_and_whole_repairs_agree() -> None:
         chunk = {"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
         body += b"".join(rewriter(b"data: " + json.dumps(chunk).encode() + b"\n\n"))
     body += b"".join(rewriter(b"data: [DONE]\n\n") + rewriter(b""))
-    expected = {"content": None, "reasoning": "Use a tool.", "finish_reason": "tool_calls",
-                "tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]}
+    expected = {
+        "content": None,
+        "reasoning": "Use a tool.",
+        "finish_reason": "tool_calls",
+        "tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}],
+    }
     assert from_json(whole) == from_sse(body) == expected

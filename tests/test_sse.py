@@ -8,8 +8,8 @@ from harmony_filter.sse import encode_event
 
 BODY = (
     b": ping\n\n"
-    b"event: message\nid: 7\ndata: {\"a\":1}\n\n"
-    b"data:{\"b\":2}\r\n\r\n"
+    b'event: message\nid: 7\ndata: {"a":1}\n\n'
+    b'data:{"b":2}\r\n\r\n'
     b"data: line1\ndata: line2\n\n"
     b"\n\n"
     b"data: [DONE]\r\r"

@@ -17,6 +17,7 @@ from harmony_filter.pipeline import RewriteConfig
 from harmony_filter.response import rewrite_completion
 from harmony_filter.stream import StreamRewriter
 
+DEFAULT_STYLE = OutputStyle()
 ENVELOPE = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-oss"}
 
 RAW_TOOL_TURN = (
@@ -45,11 +46,15 @@ def raw_stream(text: str, finish: str = "stop", seed: int = 0) -> bytes:
         j = i + rng.randint(1, 7)
         pieces.append(delta(content=text[i:j]))
         i = j
-    return sse(delta(role="assistant", content=""), *pieces, delta(finish), {"choices": [],
-               "usage": {"total_tokens": 9}})
+    return sse(
+        delta(role="assistant", content=""),
+        *pieces,
+        delta(finish),
+        {"choices": [], "usage": {"total_tokens": 9}},
+    )
 
 
-def run(body: bytes, style: OutputStyle = OutputStyle(), cuts: int = 1) -> tuple[bytes, list]:
+def run(body: bytes, style: OutputStyle = DEFAULT_STYLE, cuts: int = 1) -> tuple[bytes, list]:
     """Feed the body through a rewriter in `cuts` roughly equal pieces, like mitmproxy does."""
     rewriter, out, size = StreamRewriter(RewriteConfig(style)), [], max(1, len(body) // cuts)
     for start in range(0, len(body), size):
@@ -72,7 +77,9 @@ def test_raw_harmony_tool_call_becomes_tool_calls(cuts: int) -> None:
     }
     chunks = sse_chunks(body)
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
-    first_call = next(c for c in chunks if c["choices"] and c["choices"][0]["delta"].get("tool_calls"))
+    first_call = next(
+        c for c in chunks if c["choices"] and c["choices"][0]["delta"].get("tool_calls")
+    )
     call = first_call["choices"][0]["delta"]["tool_calls"][0]
     assert call["id"].startswith("call_") and call["type"] == "function" and call["index"] == 0
     assert chunks[-1] == {"choices": [], "usage": {"total_tokens": 9}} | ENVELOPE
@@ -87,8 +94,15 @@ def test_envelope_is_kept() -> None:
 
 def test_streamed_and_whole_answers_agree() -> None:
     for text in (RAW_TOOL_TURN, RAW_ANSWER):
-        whole = {"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                              "finish_reason": "stop"}]}
+        whole = {
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ]
+        }
         rewrite_completion(whole, RewriteConfig())
         streamed, _ = run(raw_stream(text))
         assert from_json(whole) == from_sse(streamed)
@@ -103,31 +117,53 @@ def test_byte_cuts_do_not_change_the_answer(seed: int, cuts: int) -> None:
 
 
 def test_vllm_both_reasoning_fields_give_the_text_once() -> None:
-    body, _ = run(sse(delta(reasoning="Hi.", reasoning_content="Hi."), delta(content="Hello!"),
-                      delta("stop")))
+    body, _ = run(
+        sse(delta(reasoning="Hi.", reasoning_content="Hi."), delta(content="Hello!"), delta("stop"))
+    )
     result = from_sse(body)
     assert result["reasoning"] == "Hi." and result["content"] == "Hello!"
 
 
 def test_structured_tool_calls_pass_through_with_their_ids() -> None:
-    first = {"index": 0, "id": "chatcmpl-tool-1", "type": "function",
-             "function": {"name": "get_weather", "arguments": ""}}
+    first = {
+        "index": 0,
+        "id": "chatcmpl-tool-1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": ""},
+    }
     more = {"index": 0, "function": {"arguments": '{"city":'}}
     rest = {"index": 0, "function": {"arguments": '"Oslo"}'}}
-    body, _ = run(sse(delta(tool_calls=[first]), delta(tool_calls=[more]),
-                      delta(tool_calls=[rest]), delta("tool_calls")))
+    body, _ = run(
+        sse(
+            delta(tool_calls=[first]),
+            delta(tool_calls=[more]),
+            delta(tool_calls=[rest]),
+            delta("tool_calls"),
+        )
+    )
     assert from_sse(body)["tool_calls"] == [{"name": "get_weather", "arguments": {"city": "Oslo"}}]
     assert b'"id":"chatcmpl-tool-1"' in body
 
 
 def test_ollama_old_shape_whole_call_in_one_delta() -> None:
-    call = {"id": "call_abc", "index": 0, "type": "function",
-            "function": {"name": "exec", "arguments": '{"command":"ls"}'}}
-    body, _ = run(sse(delta(role="assistant", content="", reasoning="Run it."),
-                      delta("tool_calls", role="assistant", content="", tool_calls=[call])))
-    assert from_sse(body) == {"content": None, "reasoning": "Run it.",
-                              "tool_calls": [{"name": "exec", "arguments": {"command": "ls"}}],
-                              "finish_reason": "tool_calls"}
+    call = {
+        "id": "call_abc",
+        "index": 0,
+        "type": "function",
+        "function": {"name": "exec", "arguments": '{"command":"ls"}'},
+    }
+    body, _ = run(
+        sse(
+            delta(role="assistant", content="", reasoning="Run it."),
+            delta("tool_calls", role="assistant", content="", tool_calls=[call]),
+        )
+    )
+    assert from_sse(body) == {
+        "content": None,
+        "reasoning": "Run it.",
+        "tool_calls": [{"name": "exec", "arguments": {"command": "ls"}}],
+        "finish_reason": "tool_calls",
+    }
 
 
 @pytest.mark.parametrize(
@@ -164,27 +200,35 @@ def test_drop_tool_mode() -> None:
 
 def test_length_is_kept_when_cut_off() -> None:
     body, _ = run(raw_stream("<|channel|>analysis<|message|>long thou", finish="length"))
-    assert from_sse(body) == {"content": None, "reasoning": "long thou", "tool_calls": [],
-                              "finish_reason": "length"}
+    assert from_sse(body) == {
+        "content": None,
+        "reasoning": "long thou",
+        "tool_calls": [],
+        "finish_reason": "length",
+    }
 
 
 def test_what_we_cannot_read_passes_through_untouched() -> None:
-    odd = b": keep-alive\n\ndata: not json\n\ndata: \xff\n\ndata: {\"error\":{\"message\":\"x\"}}\n\n"
+    odd = b': keep-alive\n\ndata: not json\n\ndata: \xff\n\ndata: {"error":{"message":"x"}}\n\n'
     body, _ = run(odd + raw_stream(RAW_ANSWER))
     assert body.startswith(odd)
-    assert from_sse(body[len(odd):])["content"] == "Bonjour ✨"
+    assert from_sse(body[len(odd) :])["content"] == "Bonjour ✨"
 
 
 def test_stream_without_done_still_finishes() -> None:
     body, _ = run(sse(delta(content="<|channel|>final<|message|>Hi"), done=False))
-    assert from_sse(body) == {"content": "Hi", "reasoning": None, "tool_calls": [],
-                              "finish_reason": "stop"}
+    assert from_sse(body) == {
+        "content": "Hi",
+        "reasoning": None,
+        "tool_calls": [],
+        "finish_reason": "stop",
+    }
 
 
 def test_held_back_piece_returns_empty_list() -> None:
     rewriter = StreamRewriter(RewriteConfig())
-    assert rewriter(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"<|chan\"}}]}\n\n") == []
-    assert rewriter(b"data: {\"cho") == []
+    assert rewriter(b'data: {"choices":[{"index":0,"delta":{"content":"<|chan"}}]}\n\n') == []
+    assert rewriter(b'data: {"cho') == []
 
 
 def test_internal_error_degrades_to_passthrough(monkeypatch: pytest.MonkeyPatch) -> None:

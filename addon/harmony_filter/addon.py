@@ -9,7 +9,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from typing import Optional
 
 from mitmproxy import ctx
 from mitmproxy import exceptions
@@ -23,10 +22,15 @@ from .openai_shapes import OutputStyle
 from .openai_shapes import completion_as_sse
 from .outcome import Outcome
 from .pipeline import RewriteConfig
+from .reasoning_cache import ReasoningCache
 from .recorder import Capture
 from .recorder import StreamTap
 from .recorder import write_recording
 from .repairs import request_view
+from .request_fixes import TOOL_CHOICE_NONE_MODES
+from .request_fixes import UPSTREAM_REASONING_FIELDS
+from .request_fixes import FixSettings
+from .request_fixes import fix_request
 from .response import rewrite_completion
 from .stream import StreamRewriter
 from .upstream_errors import error_message
@@ -39,7 +43,10 @@ _CHOICES = {
     "harmony_reasoning": REASONING_MODES,
     "harmony_tools": TOOL_MODES,
     "harmony_builtin_tools": BUILTIN_TOOL_MODES,
+    "harmony_tool_choice_none": TOOL_CHOICE_NONE_MODES,
+    "harmony_upstream_reasoning": UPSTREAM_REASONING_FIELDS,
 }
+_FIX_OPTIONS = {f"harmony_{name}" for name in FixSettings.__dataclass_fields__}
 
 OUTCOME_HEADER = "x-harmony-filter"
 META = "harmony"
@@ -74,57 +81,162 @@ class HarmonyFilter:
     def __init__(self) -> None:
         self.models = re.compile(r"gpt[-_]?oss", re.IGNORECASE)
         self.style = OutputStyle()
+        self.fix_settings = FixSettings()
+        self.reasoning_cache = ReasoningCache()
         self._configs: dict[str, RewriteConfig] = {}  # per flow id, from request to response
         self._streams: dict[str, StreamRewriter] = {}
         self._captures: dict[str, Capture] = {}  # flows being recorded
 
     def load(self, loader: Any) -> None:
         loader.add_option(
-            "harmony_models", str, r"gpt[-_]?oss",
+            "harmony_models",
+            str,
+            r"gpt[-_]?oss",
             "Regular expression (case-insensitive, searched) for the request's `model`: only "
             "chat completions for matching models are filtered.",
         )
         loader.add_option(
-            "harmony_hosts", Sequence[str], [],
+            "harmony_hosts",
+            Sequence[str],
+            [],
             "Host names (glob patterns such as `*.groq.com`) to filter; empty means every host. "
             "Useful in system-proxy mode.",
         )
         loader.add_option(
-            "harmony_reasoning", str, "both",
+            "harmony_reasoning",
+            str,
+            "both",
             "Where the client gets the reasoning: `both` (reasoning_content and reasoning, same "
             "text), `reasoning_content`, `reasoning`, `think` (<think>…</think> before the "
             "content) or `drop`.",
             choices=REASONING_MODES,
         )
         loader.add_option(
-            "harmony_tools", str, "openai",
+            "harmony_tools",
+            str,
+            "openai",
             "How tool calls reach the client: `openai` tool_calls, `text` (readable text in the "
             "content) or `drop`.",
             choices=TOOL_MODES,
         )
         loader.add_option(
-            "harmony_builtin_tools", str, "drop",
+            "harmony_builtin_tools",
+            str,
+            "drop",
             "Calls to gpt-oss built-in tools (browser.*, python, container.*): `drop` them, or "
             "`surface` them as tool calls under their own name.",
             choices=BUILTIN_TOOL_MODES,
         )
         loader.add_option(
-            "harmony_wrap_completion", bool, True,
-            "Cline, Roo and Kilo (native tools) loop on \"You did not use a tool\" when the model "
+            "harmony_wrap_completion",
+            bool,
+            True,
+            'Cline, Roo and Kilo (native tools) loop on "You did not use a tool" when the model '
             "answers in plain text: when their request declares attempt_completion (or only "
             "plan_mode_respond), wrap a plain answer in that tool call.",
         )
+        self._load_fix_options(loader)
         loader.add_option(
-            "harmony_no_final_timeout", float, 0.0,
-            "End a stream for the client, with an OpenAI-format error event and [DONE], when it has "
-            "produced no content and no tool call after this many seconds (0: no limit). gpt-oss "
-            "can get stuck reasoning; this caps the wait.",
+            "harmony_no_final_timeout",
+            int,
+            0,
+            "End a stream for the client, with an OpenAI-format error event and [DONE], when it "
+            "has produced no content and no tool call after this many seconds (0: no limit). "
+            "gpt-oss can get stuck reasoning; this caps the wait.",
         )
         loader.add_option(
-            "harmony_record_dir", Optional[str], None,
+            "harmony_record_dir",
+            str | None,
+            None,
             "Save every filtered exchange in this directory as a replayable .flow recording: the "
             "client's request, the upstream response as received (stream chunks included), what "
             "the client got and what the filter did. Credentials are redacted.",
+        )
+
+    @staticmethod
+    def _load_fix_options(loader: Any) -> None:
+        """The request fixes' options (see request_fixes.py and the README for each rule)."""
+        defaults = FixSettings()
+        loader.add_option(
+            "harmony_tool_choice_none",
+            str,
+            defaults.tool_choice_none,
+            '`tool_choice: "none"` with tools: `strip` (send neither upstream and drop any call '
+            "the model still makes), `auto` or `keep`.",
+            choices=TOOL_CHOICE_NONE_MODES,
+        )
+        loader.add_option(
+            "harmony_keep_forced_tool_choice",
+            bool,
+            defaults.keep_forced_tool_choice,
+            "Send forced tool choices (`required`, a named function) upstream as they are, instead "
+            "of `auto` with the named tool first.",
+        )
+        loader.add_option(
+            "harmony_max_tools",
+            int,
+            defaults.max_tools,
+            "Most tools sent upstream; past it (or harmony_max_tools_bytes) the list is trimmed, "
+            "keeping referenced and core tools first.",
+        )
+        loader.add_option(
+            "harmony_max_tools_bytes",
+            int,
+            defaults.max_tools_bytes,
+            "Most bytes of tool definitions (compact JSON) sent upstream.",
+        )
+        loader.add_option(
+            "harmony_stop_tokens",
+            bool,
+            defaults.stop_tokens,
+            "Add the Harmony stops <|return|> and <|call|> to the upstream request.",
+        )
+        loader.add_option(
+            "harmony_extra_stops",
+            Sequence[str],
+            list(defaults.extra_stops),
+            "More stop strings for the upstream (at most 4 are sent in all).",
+        )
+        loader.add_option(
+            "harmony_effort_from_temperature",
+            bool,
+            defaults.effort_from_temperature,
+            "Without a reasoning effort, derive one from temperature: <= 0.3 low, <= 0.7 medium, "
+            "else high.",
+        )
+        loader.add_option(
+            "harmony_temperature",
+            str | None,
+            None,
+            "Override the client's temperature with this number (gpt-oss is trained for 1.0; "
+            "several clients send 0). Unset: keep the client's.",
+        )
+        loader.add_option(
+            "harmony_developer_to_system",
+            bool,
+            defaults.developer_to_system,
+            "Send `developer` messages as `system`, for servers that reject the developer role.",
+        )
+        loader.add_option(
+            "harmony_upstream_reasoning",
+            str,
+            defaults.upstream_reasoning,
+            "The field earlier reasoning is sent back upstream in: `reasoning_content` "
+            "(llama.cpp), `reasoning` (vLLM, Ollama) or `none`.",
+            choices=UPSTREAM_REASONING_FIELDS,
+        )
+        loader.add_option(
+            "harmony_reinject_reasoning",
+            bool,
+            defaults.reinject_reasoning,
+            "Put back the reasoning of a tool-calling answer when the client sends the tool "
+            "result without it (gpt-oss fails tool chains far more often without it).",
+        )
+        loader.add_option(
+            "harmony_disabled_fixes",
+            Sequence[str],
+            [],
+            "Request fixes not to apply, by rule name (see the README's table).",
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -138,6 +250,11 @@ class HarmonyFilter:
                 raise exceptions.OptionsError(f"{name} must be one of: {', '.join(allowed)}")
         if updated & {"harmony_reasoning", "harmony_tools"}:
             self.style = OutputStyle(ctx.options.harmony_reasoning, ctx.options.harmony_tools)
+        if updated & _FIX_OPTIONS:
+            try:
+                self.fix_settings = FixSettings.from_options(ctx.options)
+            except ValueError as e:
+                raise exceptions.OptionsError(f"Invalid request-fix option: {e}") from e
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -147,23 +264,40 @@ class HarmonyFilter:
             return
         body = parse_json_object(flow.request.content)
         if body is None:
-            logger.warning("harmony-filter: %s: request body is not a JSON object; passing "
-                           "through", flow.request.pretty_url)
+            logger.warning(
+                "harmony-filter: %s: request body is not a JSON object; passing through",
+                flow.request.pretty_url,
+            )
             return
         model = body.get("model")
         if not isinstance(model, str) or not self.models.search(model):
             return
         client = detect_client(flow.request.headers, body)
-        flow.metadata[META] = {
-            "model": model, "client": client, "stream": body.get("stream") is True
+        info = flow.metadata[META] = {
+            "model": model,
+            "client": client,
+            "stream": body.get("stream") is True,
         }
-        view = request_view(body, client, wrap_completion=ctx.options.harmony_wrap_completion)
+        if ctx.options.harmony_record_dir:
+            self._captures[flow.id] = Capture(flow.request.copy())  # as the client sent it
+        fixed = fix_request(body, client, self.fix_settings, self.reasoning_cache)
+        if fixed.applied and flow.live:
+            flow.request.text = json.dumps(fixed.body, ensure_ascii=False)
+            info["fixes"] = fixed.applied
+            logger.debug("harmony-filter: request fixes: %s", ", ".join(fixed.applied))
+        view = request_view(
+            body,
+            client,
+            wrap_completion=ctx.options.harmony_wrap_completion,
+            calls_forbidden=fixed.drop_tool_calls,
+            stops=tuple(fixed.client_stops),
+        )
         self._configs[flow.id] = RewriteConfig(
-            self.style, view, ctx.options.harmony_builtin_tools,
+            self.style,
+            view,
+            ctx.options.harmony_builtin_tools,
             ctx.options.harmony_no_final_timeout,
         )
-        if ctx.options.harmony_record_dir:
-            self._captures[flow.id] = Capture(flow.request.copy())
         if flow.live:
             # Compressed SSE cannot be rewritten chunk by chunk; the hop is local anyway.
             flow.request.headers["accept-encoding"] = "identity"
@@ -179,8 +313,10 @@ class HarmonyFilter:
         if response.status_code != 200 or not _is_sse(response):
             return
         if response.headers.get("content-encoding", "identity") != "identity":
-            logger.warning("harmony-filter: %s: compressed event stream; passing through",
-                           flow.request.pretty_url)
+            logger.warning(
+                "harmony-filter: %s: compressed event stream; passing through",
+                flow.request.pretty_url,
+            )
             info["outcome"] = "passthrough"
             response.stream = True
             return
@@ -262,8 +398,10 @@ class HarmonyFilter:
         assert flow.response
         body = parse_json_object(flow.response.content)
         if body is None or not isinstance(body.get("choices"), list):
-            logger.warning("harmony-filter: %s: response is not a chat completion; passing "
-                           "through", flow.request.pretty_url)
+            logger.warning(
+                "harmony-filter: %s: response is not a chat completion; passing through",
+                flow.request.pretty_url,
+            )
             info["outcome"] = "passthrough"
             return
         outcome = rewrite_completion(body, config)
@@ -293,15 +431,24 @@ class HarmonyFilter:
         generation = failed_generation(body)
         if generation is not None:
             completion = {
-                "id": f"chatcmpl-{flow.id}", "object": "chat.completion",
-                "created": int(time.time()), "model": info["model"],
-                "choices": [{"index": 0, "finish_reason": None,
-                             "message": {"role": "assistant", "content": generation}}],
+                "id": f"chatcmpl-{flow.id}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": info["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": None,
+                        "message": {"role": "assistant", "content": generation},
+                    }
+                ],
             }
             outcome = rewrite_completion(completion, config)
             if outcome.tool_call_ids:  # the call the upstream failed on, made good
-                logger.info("harmony-filter: recovered an answer from an upstream %d error",
-                            flow.response.status_code)
+                logger.info(
+                    "harmony-filter: recovered an answer from an upstream %d error",
+                    flow.response.status_code,
+                )
                 outcome.add_repairs(["upstream-error-recovered"])
                 self._answer(flow, completion, info["stream"])
                 self._record(flow, info, outcome, [])
@@ -325,14 +472,18 @@ class HarmonyFilter:
             flow.response.headers["content-type"] = "application/json"
             flow.response.text = json.dumps(completion, ensure_ascii=False)
 
-    @staticmethod
     def _record(
-        flow: http.HTTPFlow, info: dict[str, Any], outcome: Outcome, warnings: list[str]
+        self, flow: http.HTTPFlow, info: dict[str, Any], outcome: Outcome, warnings: list[str]
     ) -> None:
+        if outcome.tool_call_ids and outcome.reasoning:
+            # Clients drop this reasoning when they send the tool results back; we put it back.
+            self.reasoning_cache.remember(outcome.tool_call_ids, outcome.reasoning)
         info.update(outcome.summary())
         info["outcome"] = "rewritten"
         if outcome.first_output_at is not None:
-            info["ttfc_ms"] = round((outcome.first_output_at - flow.request.timestamp_start) * 1e3, 1)
+            info["ttfc_ms"] = round(
+                (outcome.first_output_at - flow.request.timestamp_start) * 1e3, 1
+            )
         if warnings:
             info["warnings"] = list(warnings)
 

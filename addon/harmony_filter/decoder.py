@@ -1,6 +1,7 @@
 """Incremental Harmony decoder: text deltas in, events out.
 
-gpt-oss writes `<|channel|>analysis<|message|>…<|end|><|start|>assistant<|channel|>final<|message|>…`.
+gpt-oss writes
+`<|channel|>analysis<|message|>…<|end|><|start|>assistant<|channel|>final<|message|>…`.
 Servers hand that text to us in pieces cut anywhere, special tokens included, and in many damaged
 shapes. This decoder is a small state machine over the text that:
 

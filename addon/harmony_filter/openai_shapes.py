@@ -212,5 +212,7 @@ def completion_as_sse(body: dict[str, Any]) -> bytes:
             events.append(make_chunk(envelope, choice.get("index", 0), delta, finish))
     if body.get("usage"):
         events.append(envelope | {"choices": [], "usage": body["usage"]})
-    lines = [b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n" for event in events]
+    lines = [
+        b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n" for event in events
+    ]
     return b"".join(lines) + b"data: [DONE]\n\n"

@@ -21,8 +21,15 @@ from .recording import save_recording
 
 REDACTED = "REDACTED"
 SECRET_HEADERS = (
-    "authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie",
-    "x-goog-api-key", "openai-organization", "openai-project",
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "api-key",
+    "cookie",
+    "set-cookie",
+    "x-goog-api-key",
+    "openai-organization",
+    "openai-project",
 )
 _SECRET_PARAM = re.compile(r"key|token|secret|signature|sig|auth|password", re.IGNORECASE)
 
@@ -85,8 +92,9 @@ class StreamTap:
         return out
 
 
-def write_recording(directory: Path, flow: http.HTTPFlow, capture: Capture,
-                    info: dict[str, Any]) -> Path:
+def write_recording(
+    directory: Path, flow: http.HTTPFlow, capture: Capture, info: dict[str, Any]
+) -> Path:
     """Save the flow as a recording; returns its path."""
     recorded = flow.copy()
     recorded.request = capture.client_request
@@ -110,5 +118,7 @@ def write_recording(directory: Path, flow: http.HTTPFlow, capture: Capture,
     recorded.metadata = {"harmony": metadata}
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / recording_name(flow.timestamp_created, info, flow.id)
-    save_recording(recorded, path)
+    partial = path.with_suffix(".partial")
+    save_recording(recorded, partial)
+    partial.replace(path)  # readers never see half a file
     return path

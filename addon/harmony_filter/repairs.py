@@ -65,10 +65,9 @@ def request_view(
     completion_tool = None
     if wrap_completion and client in MANDATORY_TOOL_CLIENTS:
         completion_tool = next((pair for pair in COMPLETION_TOOLS if pair[0] in tools), None)
-    no_choice = body.get("tool_choice") == "none" or calls_forbidden
     return RequestView(
         tools=tools,
-        calls_allowed=bool(tools) and not no_choice,
+        calls_allowed=bool(tools) and not calls_forbidden,
         xml_tools=not tools and bool(_XML_TOOL_PROMPT.search(_system_prompt(body))),
         completion_tool=completion_tool,
         stops=stops,

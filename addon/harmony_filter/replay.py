@@ -59,6 +59,8 @@ def replay_flow(recorded: http.HTTPFlow, **options: Any) -> Replayed:
         if not stream:
             body = flow.response.content or b""
     return Replayed(
-        flow.response.status_code, body, is_event_stream(flow.response),
+        flow.response.status_code,
+        body,
+        is_event_stream(flow.response),
         dict(flow.metadata.get(META, {})),
     )

@@ -10,6 +10,7 @@ a special token or a UTF-8 character in two reaches the proxy cut the same way.
 import argparse
 import asyncio
 import json
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -110,6 +111,8 @@ class ReplayUpstream:
             raise ValueError("no recordings to serve")
         self.recordings = recordings
         self.pace = pace
+        self.received: deque[bytes] = deque(maxlen=100)
+        """The latest chat request bodies, as they arrived (to check what a proxy sent)."""
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -151,6 +154,7 @@ class ReplayUpstream:
     async def chat(
         self, writer: asyncio.StreamWriter, headers: dict[str, str], body: bytes
     ) -> None:
+        self.received.append(body)
         name = headers.get("x-replay-recording")
         if name:
             recording = next((r for r in self.recordings if r.name == name), None)

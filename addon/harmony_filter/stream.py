@@ -67,7 +67,9 @@ class StreamRewriter:
             try:
                 out += self._on_event(event)
             except Exception:
-                logger.exception("harmony-filter: cannot rewrite an SSE event; passing the rest through")
+                logger.exception(
+                    "harmony-filter: cannot rewrite an SSE event; passing the rest through"
+                )
                 self._warn("internal-error-passthrough")
                 self._passthrough = True
                 out.append(event.raw)
@@ -82,16 +84,16 @@ class StreamRewriter:
     def _no_final_in_time(self) -> bool:
         limit = self.config.no_final_timeout
         return bool(
-            limit
-            and self.outcome.first_output_at is None
-            and self._clock() - self._started > limit
+            limit and self.outcome.first_output_at is None and self._clock() - self._started > limit
         )
 
     def _time_out(self) -> list[bytes]:
         """gpt-oss can reason for ever; past the limit, end the stream for the client cleanly."""
         self.timed_out = True
         limit = self.config.no_final_timeout
-        logger.warning("harmony-filter: no content or tool call after %gs: ending the stream", limit)
+        logger.warning(
+            "harmony-filter: no content or tool call after %gs: ending the stream", limit
+        )
         self._warn("no-final-timeout")
         error = openai_error(
             f"harmony-filter: the model produced no answer or tool call within {limit:g} s",
@@ -209,7 +211,9 @@ class StreamRewriter:
             )
             if usage is not None and position == last:
                 chunk["usage"] = usage
-            out.append(encode_event(json.dumps(chunk, ensure_ascii=False, separators=(",", ":")), fields))
+            out.append(
+                encode_event(json.dumps(chunk, ensure_ascii=False, separators=(",", ":")), fields)
+            )
         return out
 
     def _warn(self, what: str) -> None:

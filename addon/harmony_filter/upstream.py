@@ -76,9 +76,7 @@ class ChoiceDecoder:
             function = {}
         name = function.get("name")
         index = call.get("index")
-        starts = (isinstance(name, str) and name) or (
-            call.get("id") and index != self._call_index
-        )
+        starts = (isinstance(name, str) and name) or (call.get("id") and index != self._call_index)
         if starts or not self._call_open:
             if self._call_open:
                 events.append(ToolCallEnd())

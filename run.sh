@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# harmony-filter: one entry point for setting up, testing and running the proxy.
+#
+#   ./run.sh setup               make .venv (Python >= 3.12) and install the project into it
+#   ./run.sh test [pytest args]  run the test suite
+#   ./run.sh [serve-demo]        reverse proxy on 127.0.0.1:3307 (in front of $UPSTREAM, or of
+#                                recorded gpt-oss answers when UPSTREAM is unset)
+#   ./run.sh proxy               regular HTTP(S) proxy on 127.0.0.1:8080
+#
+# Environment: PYTHON (interpreter to build .venv with), UPSTREAM (http://host:port), HOST, PORT,
+# REPLAY_PORT. Arguments after a serve-demo/proxy subcommand go to mitmdump.
+set -euo pipefail
+
+cd "$(dirname "$0")"
+
+VENV=.venv
+VENV_PY="$VENV/bin/python"
+STAMP="$VENV/.harmony-filter-installed"
+MIN_PYTHON="3.12" # also in python_if_recent and pyproject.toml
+
+say() { printf 'run.sh: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+usage() {
+    cat <<EOF
+usage: ./run.sh [SUBCOMMAND] [ARGS...]
+
+  setup              create .venv with Python >= $MIN_PYTHON and install harmony-filter with its dev
+                     tools (idempotent: reinstalls only when pyproject.toml changed)
+  test [ARGS]        run pytest (ARGS go to pytest)
+  serve-demo [ARGS]  (the default) reverse proxy on \${HOST:-127.0.0.1}:\${PORT:-3307} in front of
+                     \$UPSTREAM (http://host:port); without UPSTREAM, in front of a local replay of
+                     the answers in recordings/ (ARGS go to mitmdump)
+  proxy [ARGS]       regular HTTP(S) proxy on \${HOST:-127.0.0.1}:\${PORT:-8080} with the addon, for
+                     use as the system or client proxy (ARGS go to mitmdump)
+  help               this text
+
+planned, not implemented yet: replay, serve, bench, record-expectations
+EOF
+}
+
+# --- finding Python ---------------------------------------------------------------------------
+
+# Prints the real executable behind $1 when $1 runs and is Python >= MIN_PYTHON; fails otherwise.
+# (A pyenv shim for a version that is installed but not selected fails to run: that is a no.)
+python_if_recent() {
+    "$1" -c 'import sys; print(sys.executable) if sys.version_info >= (3, 12) else sys.exit(1)' \
+        2>/dev/null
+}
+
+# Prints the path of a Python >= MIN_PYTHON: $PYTHON if set, then PATH (python3.13, python3.12,
+# python3), then pyenv's installed versions (oldest suitable first: the one the project is tested
+# with), found through `pyenv root` when pyenv is on PATH, and in ~/.pyenv in any case.
+find_python() {
+    if [[ -n "${PYTHON:-}" ]]; then
+        python_if_recent "$PYTHON" || die "PYTHON=$PYTHON is not a Python >= $MIN_PYTHON"
+        return
+    fi
+    local candidate
+    for candidate in python3.13 python3.12 python3; do
+        python_if_recent "$candidate" && return
+    done
+    local roots=("$HOME/.pyenv")
+    if command -v pyenv >/dev/null; then
+        roots=("$(pyenv root)" "${roots[@]}")
+    fi
+    local root
+    for root in "${roots[@]}"; do
+        while read -r candidate; do
+            python_if_recent "$candidate" && return
+        done < <(printf '%s\n' "$root"/versions/*/bin/python | sort -V)
+    done
+    die "no Python >= $MIN_PYTHON found (looked at \$PYTHON, python3.13, python3.12 and python3 on" \
+        "PATH, and pyenv's versions). Install one, e.g. 'pyenv install 3.12' or your system's" \
+        "python3.12 package (Debian/Ubuntu: apt-get install python3.12 python3.12-venv), or point" \
+        "PYTHON at one: PYTHON=/path/to/python3.12 ./run.sh setup"
+}
+
+# --- setup ------------------------------------------------------------------------------------
+
+pyproject_hash() {
+    sha256sum pyproject.toml | cut -d' ' -f1
+}
+
+# Creates .venv and installs the project into it, unless that was already done for this exact
+# pyproject.toml (the stamp file holds its hash).
+setup() {
+    if [[ -e "$VENV" ]] && ! python_if_recent "$VENV_PY" >/dev/null; then
+        say "$VENV is broken or too old: recreating it"
+        rm -rf "$VENV"
+    fi
+    if [[ ! -e "$VENV" ]]; then
+        local python
+        python="$(find_python)"
+        say "creating $VENV with $python ($("$python" --version 2>&1))"
+        "$python" -m venv "$VENV"
+    fi
+    if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$(pyproject_hash)" ]]; then
+        say "installing harmony-filter and its dev tools into $VENV"
+        "$VENV_PY" -m pip install --quiet --editable '.[dev]'
+        pyproject_hash >"$STAMP"
+    fi
+    # openai-harmony must find its vocabulary locally, never download it.
+    TIKTOKEN_ENCODINGS_BASE="$("$VENV_PY" -m harmony_filter.vocab)"
+    export TIKTOKEN_ENCODINGS_BASE
+}
+
+# --- running the proxy ------------------------------------------------------------------------
+
+is_loopback() {
+    [[ "$1" == localhost || "$1" == 127.* || "$1" == ::1 || "$1" == "[::1]" ]]
+}
+
+print_examples() {
+    local base="http://127.0.0.1:$1/v1"
+    cat <<EOF
+
+Try it (streaming, model gpt-oss-20b):
+
+  curl -N $base/chat/completions \\
+    -H 'Content-Type: application/json' \\
+    -d '{"model": "gpt-oss-20b", "stream": true,
+         "messages": [{"role": "user", "content": "What is 2 + 2?"}]}'
+
+  $PWD/$VENV_PY - <<'PY'
+from openai import OpenAI
+
+client = OpenAI(base_url="$base", api_key="unused-by-local-servers")
+stream = client.chat.completions.create(
+    model="gpt-oss-20b",
+    messages=[{"role": "user", "content": "What is 2 + 2?"}],
+    stream=True,
+)
+for chunk in stream:
+    if not chunk.choices:
+        continue
+    delta = chunk.choices[0].delta
+    reasoning = getattr(delta, "reasoning_content", None)
+    if reasoning:
+        print(f"\x1b[2m{reasoning}\x1b[0m", end="", flush=True)
+    if delta.content:
+        print(delta.content, end="", flush=True)
+    for call in delta.tool_calls or []:
+        print(call.model_dump(exclude_none=True), flush=True)
+print()
+PY
+
+EOF
+}
+
+# Processes started in the background, and files to remove, when this script ends however it
+# ends. (Bash runs a signal trap only once a foreground command is done, so serve-demo waits on
+# mitmdump in the background instead: Ctrl-C or a kill then stops everything at once.)
+CHILDREN=()
+TEMP_FILES=()
+cleanup() {
+    local pid
+    for pid in "${CHILDREN[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    rm -f "${TEMP_FILES[@]}"
+}
+
+start_in_background() {
+    if ((${#CHILDREN[@]} == 0)); then
+        trap cleanup EXIT
+        trap 'exit 130' INT
+        trap 'exit 143' TERM
+    fi
+    "$@" &
+    CHILDREN+=($!)
+}
+
+# Starts the loopback replay upstream, waits for its "listening on" line and sets REPLAY_URL.
+start_replay_upstream() {
+    local port="${REPLAY_PORT:-3308}" log
+    log="$(mktemp -t harmony-replay.XXXXXX)"
+    TEMP_FILES+=("$log")
+    start_in_background "$VENV_PY" -u -m harmony_filter.replay_upstream --port "$port" recordings/ \
+        >"$log" 2>&1
+    local pid="${CHILDREN[-1]}" tenths=0
+    until grep -q "listening on http://127.0.0.1:$port" "$log"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            cat "$log" >&2
+            die "the replay upstream (python -m harmony_filter.replay_upstream) exited"
+        fi
+        if ((tenths >= 150)); then
+            cat "$log" >&2
+            die "the replay upstream did not say it was listening within 15 s"
+        fi
+        sleep 0.1
+        tenths=$((tenths + 1))
+    done
+    REPLAY_URL="http://127.0.0.1:$port"
+    say "replaying recordings/ at $REPLAY_URL (no UPSTREAM set)"
+}
+
+serve_demo() {
+    local host="${HOST:-127.0.0.1}" port="${PORT:-3307}" upstream="${UPSTREAM:-}"
+    if [[ -z "$upstream" ]]; then
+        start_replay_upstream
+        upstream="$REPLAY_URL"
+    fi
+    is_loopback "$host" || say "warning: HOST=$host makes the proxy reachable from other machines"
+    say "reverse proxy on http://$host:$port -> $upstream"
+    print_examples "$port"
+    start_in_background "$VENV/bin/mitmdump" -s addon/harmony.py --mode "reverse:$upstream@$port" \
+        --listen-host "$host" --set flow_detail=0 "$@"
+    wait "${CHILDREN[-1]}"
+}
+
+proxy() {
+    local host="${HOST:-127.0.0.1}" port="${PORT:-8080}"
+    is_loopback "$host" ||
+        say "warning: HOST=$host lets other machines use this proxy (an open proxy); prefer 127.0.0.1"
+    say "HTTP(S) proxy on $host:$port (HTTPS needs mitmproxy's CA: see http://mitm.it through it)"
+    exec "$VENV/bin/mitmdump" -s addon/harmony.py --listen-host "$host" --listen-port "$port" \
+        --set flow_detail=0 "$@"
+}
+
+# --- main -------------------------------------------------------------------------------------
+
+subcommand="${1:-serve-demo}"
+shift || true
+case "$subcommand" in
+    setup) setup ;;
+    # (setup is never part of an && list: errexit does not apply inside one)
+    test) setup; "$VENV_PY" -m pytest "$@" ;;
+    serve-demo) setup; serve_demo "$@" ;;
+    proxy) setup; proxy "$@" ;;
+    # Planned subcommands, one line each when they land:
+    replay | serve | bench | record-expectations) die "'$subcommand' is not implemented yet" ;;
+    help | -h | --help) usage ;;
+    *)
+        usage >&2
+        exit 2
+        ;;
+esac
