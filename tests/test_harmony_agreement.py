@@ -15,7 +15,6 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from hypothesis import assume
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -204,21 +203,11 @@ completions = st.tuples(st.lists(text_messages, max_size=4), st.lists(calls, max
 )
 
 
-TOKEN_PREFIX_AT_END = re.compile(r"<\|[a-z_]{0,24}\|?\Z")
-
-
-def ends_in_token_prefix(specs: list[Spec], ending: str) -> bool:
-    """The known decoder bug (see test_text_ending_like_a_token_start_is_kept)."""
-    last = specs[-1]
-    return ending == "eos" and last.tool is None and bool(TOKEN_PREFIX_AT_END.search(last.text))
-
-
 @settings(max_examples=200)
 @given(completions.filter(bool), st.sampled_from(sorted(ENDINGS)), st.data())
 def test_agrees_with_openai_harmony_however_the_text_is_cut(
     specs: list[Spec], ending: str, data: st.DataObject
 ) -> None:
-    assume(not ends_in_token_prefix(specs, ending))
     text = ENC.decode_utf8(completion_tokens(specs, ending))
     every_char = set(range(len(text)))
     random_cuts = data.draw(st.sets(st.integers(0, len(text))), label="random cuts")
@@ -248,7 +237,7 @@ CHOSEN = {
             Spec("commentary", "Let me check <message> first."),
             Spec("final", "Résumé: 東京 is <|fine|"),
         ],
-        "return",
+        "eos",
     ),
     "preamble then call": (
         [
@@ -291,6 +280,7 @@ def test_chosen_completions_agree(name: str) -> None:
 
 @pytest.mark.parametrize("last_text", ["is <|fine|", "a <|", "x <|return"])
 def test_text_ending_like_a_token_start_is_kept(last_text: str) -> None:
+    """At the end of the stream a held `<|word` can no longer become a special token: it is text."""
     check_agreement([Spec("analysis", "hm"), Spec("final", last_text)], "eos", [set()])
 
 
