@@ -166,14 +166,15 @@ def detect_client(headers: Mapping[str, str], body: Any) -> str:
 
 
 def system_prompt(body: Any) -> str:
-    """The text of the first system or developer message ("" when there is none)."""
+    """The text of every system and developer message, joined ("" when there is none)."""
     messages = body.get("messages") if isinstance(body, dict) else None
     if not isinstance(messages, list):
         return ""
-    for message in messages:
-        if isinstance(message, dict) and message.get("role") in ("system", "developer"):
-            return message_text(message.get("content"))
-    return ""
+    return "\n".join(
+        message_text(message.get("content"))
+        for message in messages
+        if isinstance(message, dict) and message.get("role") in ("system", "developer")
+    )
 
 
 def message_text(content: Any) -> str:

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .clients import system_prompt
 from .events import Content
 from .events import Event
 from .events import ToolCallArgs
@@ -68,24 +69,10 @@ def request_view(
     return RequestView(
         tools=tools,
         calls_allowed=bool(tools) and not calls_forbidden,
-        xml_tools=not tools and bool(_XML_TOOL_PROMPT.search(_system_prompt(body))),
+        xml_tools=not tools and bool(_XML_TOOL_PROMPT.search(system_prompt(body))),
         completion_tool=completion_tool,
         stops=stops,
     )
-
-
-def _system_prompt(body: dict[str, Any]) -> str:
-    texts = []
-    for message in body.get("messages") or ():
-        if isinstance(message, dict) and message.get("role") in ("system", "developer"):
-            content = message.get("content")
-            if isinstance(content, list):
-                content = " ".join(
-                    part.get("text", "") for part in content if isinstance(part, dict)
-                )
-            if isinstance(content, str):
-                texts.append(content)
-    return "\n".join(texts)
 
 
 # -- tool names and arguments ---------------------------------------------------------------
