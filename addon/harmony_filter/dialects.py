@@ -84,7 +84,24 @@ _HEADER = 1  # after a channel word: a recipient and a content type may follow
 _ARGUMENTS = 2  # in a call's arguments: JSON to the end of the turn, never translated
 
 
-class _StrippedMarkers:
+class _HeldText:
+    """A translator that keeps what it cannot decide on yet in `_held` and turns the rest into
+    markup one `_step` at a time (each returns whether it made progress)."""
+
+    _held: str
+
+    def _step(self, out: list[str]) -> bool:
+        raise NotImplementedError
+
+    def _translate(self, text: str) -> str:
+        self._held += text
+        out: list[str] = []
+        while self._step(out):
+            pass
+        return "".join(out)
+
+
+class _StrippedMarkers(_HeldText):
     """`analysis…assistantfinal…` -> `<|channel|>analysis<|message|>…<|end|><|start|>assistant
     <|channel|>final<|message|>…`, and `assistantcommentary to=NAME json{…}` -> a call header."""
 
@@ -97,13 +114,7 @@ class _StrippedMarkers:
         self._in_message = False
 
     def feed(self, text: str) -> str:
-        if self._state == _ARGUMENTS:
-            return text
-        self._held += text
-        out: list[str] = []
-        while self._step(out):
-            pass
-        return "".join(out)
+        return text if self._state == _ARGUMENTS else self._translate(text)
 
     def close(self) -> str:
         out = [self.feed("")]
@@ -168,7 +179,7 @@ _INSIDE = 1  # between <reasoning> and </reasoning>
 _CLOSED = 2  # just after </reasoning>: a seam, or the answer, follows
 
 
-class _ReasoningTags:
+class _ReasoningTags(_HeldText):
     """`<reasoning>a</reasoning><reasoning>b</reasoning>c` -> `<|channel|>analysis<|message|>ab
     <|end|><|start|>assistant<|channel|>final<|message|>c`: the inner texts join as they are, the
     text outside the tags is the answer, to the character. Whitespace that only separates two
@@ -180,11 +191,7 @@ class _ReasoningTags:
         self._in_message = False
 
     def feed(self, text: str) -> str:
-        self._held += text
-        out: list[str] = []
-        while self._step(out):
-            pass
-        return "".join(out)
+        return self._translate(text)
 
     def close(self) -> str:
         out = [self.feed("")]
