@@ -209,11 +209,29 @@ serve_demo() {
     wait "${CHILDREN[-1]}"
 }
 
+# The system (or per-client) proxy: any host reachable, only gpt-oss chat completions rewritten.
+# (The addon itself also warns about a proxy beyond loopback without proxyauth, for plain mitmdump.)
 proxy() {
     local host="${HOST:-127.0.0.1}" port="${PORT:-8080}"
-    is_loopback "$host" ||
-        say "warning: HOST=$host lets other machines use this proxy (an open proxy); prefer 127.0.0.1"
-    say "HTTP(S) proxy on $host:$port (HTTPS needs mitmproxy's CA: see http://mitm.it through it)"
+    local ca="$HOME/.mitmproxy/mitmproxy-ca-cert.pem"
+    if ! is_loopback "$host" && [[ " $* " != *proxyauth* ]]; then
+        say "warning: HOST=$host lets any machine that reaches it use this proxy, with no" \
+            "password; add --proxyauth USER:PASS, or keep HOST=127.0.0.1"
+    fi
+    local url="http://$host:$port"
+    [[ "$host" == 0.0.0.0 || "$host" == "::" ]] && url="http://127.0.0.1:$port"
+    say "HTTP(S) proxy on $host:$port: gpt-oss chat completions are rewritten, all else passes"
+    cat <<EOF
+
+Point clients at it, and have them trust its CA (made on the first run):
+
+  CA=$ca
+  export HTTPS_PROXY=$url HTTP_PROXY=$url
+  export SSL_CERT_FILE=\$CA REQUESTS_CA_BUNDLE=\$CA   # Python: httpx and openai, requests
+  export NODE_EXTRA_CA_CERTS=\$CA                    # Node (VS Code: see the README)
+  curl --proxy $url --cacert "\$CA" https://HOST/v1/models
+
+EOF
     exec "$VENV/bin/mitmdump" -s addon/harmony.py --listen-host "$host" --listen-port "$port" \
         --set flow_detail=0 "$@"
 }

@@ -2,6 +2,7 @@
 pure core (request fixes, response rewriting, the stream rewriter)."""
 
 import fnmatch
+import ipaddress
 import json
 import logging
 import re
@@ -13,6 +14,7 @@ from typing import Any
 from mitmproxy import ctx
 from mitmproxy import exceptions
 from mitmproxy import http
+from mitmproxy.proxy.mode_specs import ProxyMode
 
 from .clients import detect_client
 from .decoder import BUILTIN_TOOL_MODES
@@ -25,6 +27,7 @@ from .pipeline import RewriteConfig
 from .reasoning_cache import ReasoningCache
 from .recorder import Capture
 from .recorder import StreamTap
+from .recorder import redacted_url
 from .recorder import write_recording
 from .repairs import request_view
 from .request_fixes import TOOL_CHOICE_NONE_MODES
@@ -51,6 +54,14 @@ _FIX_OPTIONS = {f"harmony_{name}" for name in FixSettings.__dataclass_fields__}
 OUTCOME_HEADER = "x-harmony-filter"
 META = "harmony"
 """flow.metadata key: what the filter saw and did (serialisable, kept in recordings)."""
+STREAMED_TYPES = ("text/event-stream", "application/x-ndjson")
+"""Response types that arrive event by event: other flows of these types are passed on as they
+come instead of being held until they end."""
+STREAM_LARGE_BODIES = "10m"
+"""stream_large_bodies when the user set none. mitmproxy holds each body in memory until it
+ends; in front of every host (system-proxy mode) that stalls downloads and uploads. Chat
+requests and answers stay far below this size: a body over it streams untouched, unfiltered."""
+FORWARD_PROXY_MODES = ("regular", "upstream", "socks5")
 
 
 def outcome_header(info: dict[str, Any]) -> str:
@@ -64,6 +75,16 @@ def outcome_header(info: dict[str, Any]) -> str:
 
 def is_chat_request(method: str, path: str) -> bool:
     return method == "POST" and path.split("?", 1)[0].rstrip("/").endswith("/chat/completions")
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine reaches; "" (every interface) is not one."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_json_object(raw: bytes | None) -> dict[str, Any] | None:
@@ -255,6 +276,42 @@ class HarmonyFilter:
                 self.fix_settings = FixSettings.from_options(ctx.options)
             except ValueError as e:
                 raise exceptions.OptionsError(f"Invalid request-fix option: {e}") from e
+        if "stream_large_bodies" in updated:
+            self._default_stream_large_bodies()
+        if updated & {"mode", "listen_host", "proxyauth", "server"}:
+            self._warn_if_open_proxy()
+
+    @staticmethod
+    def _default_stream_large_bodies() -> None:
+        """Unset (mitmproxy's default: buffer every body whole), it becomes STREAM_LARGE_BODIES;
+        a value the user set stays."""
+        if "stream_large_bodies" in ctx.options and ctx.options.stream_large_bodies is None:
+            ctx.options.update(stream_large_bodies=STREAM_LARGE_BODIES)
+            logger.info(
+                "harmony-filter: bodies over %s stream through untouched (stream_large_bodies)",
+                STREAM_LARGE_BODIES,
+            )
+
+    @staticmethod
+    def _warn_if_open_proxy() -> None:
+        """A forward proxy that other machines reach and that asks for no password relays anyone's
+        traffic, and reads it once they trust its CA. (No proxyauth option: no proxy server.)"""
+        if not ctx.options.server or "proxyauth" not in ctx.options or ctx.options.proxyauth:
+            return
+        for spec in ctx.options.mode:
+            try:
+                mode = ProxyMode.parse(spec)
+            except ValueError:
+                continue  # mitmproxy itself rejects it
+            host = mode.listen_host(ctx.options.listen_host)
+            if mode.type_name in FORWARD_PROXY_MODES and not is_loopback(host):
+                logger.warning(
+                    "harmony-filter: warning: the %s proxy listens on %s without proxyauth: "
+                    "anyone who reaches it can use it. Listen on 127.0.0.1 (--listen-host) or "
+                    "require a password (--set proxyauth=USER:PASS).",
+                    mode.type_name,
+                    host or "every interface",
+                )
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -266,7 +323,7 @@ class HarmonyFilter:
         if body is None:
             logger.warning(
                 "harmony-filter: %s: request body is not a JSON object; passing through",
-                flow.request.pretty_url,
+                redacted_url(flow.request),
             )
             return
         model = body.get("model")
@@ -305,7 +362,11 @@ class HarmonyFilter:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         info = flow.metadata.get(META)
         response = flow.response
-        if info is None or response is None:
+        if response is None:
+            return
+        if info is None:
+            if not response.stream and _arrives_in_parts(response):
+                response.stream = True  # not ours: each event on as it comes, unchanged
             return
         capture = self._captures.get(flow.id)
         if capture is not None:
@@ -315,7 +376,7 @@ class HarmonyFilter:
         if response.headers.get("content-encoding", "identity") != "identity":
             logger.warning(
                 "harmony-filter: %s: compressed event stream; passing through",
-                flow.request.pretty_url,
+                redacted_url(flow.request),
             )
             info["outcome"] = "passthrough"
             response.stream = True
@@ -400,7 +461,7 @@ class HarmonyFilter:
         if body is None or not isinstance(body.get("choices"), list):
             logger.warning(
                 "harmony-filter: %s: response is not a chat completion; passing through",
-                flow.request.pretty_url,
+                redacted_url(flow.request),
             )
             info["outcome"] = "passthrough"
             return
@@ -486,6 +547,11 @@ class HarmonyFilter:
             )
         if warnings:
             info["warnings"] = list(warnings)
+
+
+def _arrives_in_parts(response: http.Response) -> bool:
+    content_type = response.headers.get("content-type", "").lower()
+    return any(kind in content_type for kind in STREAMED_TYPES)
 
 
 def _is_sse(response: http.Response) -> bool:
