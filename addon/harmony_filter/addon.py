@@ -27,7 +27,6 @@ from .pipeline import RewriteConfig
 from .reasoning_cache import ReasoningCache
 from .recorder import Capture
 from .recorder import StreamTap
-from .recorder import redacted_url
 from .recorder import write_recording
 from .repairs import request_view
 from .request_fixes import TOOL_CHOICE_NONE_MODES
@@ -107,6 +106,7 @@ class HarmonyFilter:
         self._configs: dict[str, RewriteConfig] = {}  # per flow id, from request to response
         self._streams: dict[str, StreamRewriter] = {}
         self._captures: dict[str, Capture] = {}  # flows being recorded
+        self._listening = False  # running: listen addresses settled, worth checking
 
     def load(self, loader: Any) -> None:
         loader.add_option(
@@ -278,8 +278,13 @@ class HarmonyFilter:
                 raise exceptions.OptionsError(f"Invalid request-fix option: {e}") from e
         if "stream_large_bodies" in updated:
             self._default_stream_large_bodies()
-        if updated & {"mode", "listen_host", "proxyauth", "server"}:
+        if self._listening and updated & {"mode", "listen_host", "proxyauth", "server"}:
             self._warn_if_open_proxy()
+
+    def running(self) -> None:
+        # Not before: an addon loaded ahead of this one (Loopback) may still move listen_host.
+        self._listening = True
+        self._warn_if_open_proxy()
 
     @staticmethod
     def _default_stream_large_bodies() -> None:
@@ -323,7 +328,7 @@ class HarmonyFilter:
         if body is None:
             logger.warning(
                 "harmony-filter: %s: request body is not a JSON object; passing through",
-                redacted_url(flow.request),
+                flow.request.pretty_url,
             )
             return
         model = body.get("model")
@@ -376,7 +381,7 @@ class HarmonyFilter:
         if response.headers.get("content-encoding", "identity") != "identity":
             logger.warning(
                 "harmony-filter: %s: compressed event stream; passing through",
-                redacted_url(flow.request),
+                flow.request.pretty_url,
             )
             info["outcome"] = "passthrough"
             response.stream = True
@@ -461,7 +466,7 @@ class HarmonyFilter:
         if body is None or not isinstance(body.get("choices"), list):
             logger.warning(
                 "harmony-filter: %s: response is not a chat completion; passing through",
-                redacted_url(flow.request),
+                flow.request.pretty_url,
             )
             info["outcome"] = "passthrough"
             return
