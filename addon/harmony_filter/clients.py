@@ -42,6 +42,12 @@ CORE_TOOLS: dict[str, frozenset[str]] = {
             "attempt_completion",
             "plan_mode_respond",
             "act_mode_respond",
+            # the Cline CLI (3.x, on the Cline SDK)
+            "read_files",
+            "search_codebase",
+            "run_commands",
+            "fetch_web_content",
+            "ask_question",
         }
     ),
     "roo": frozenset(
@@ -92,6 +98,16 @@ CORE_TOOLS: dict[str, frozenset[str]] = {
             "ls",
             "read_currently_open_file",
             "view_diff",
+            # the Continue CLI (cn)
+            "Read",
+            "Write",
+            "Edit",
+            "MultiEdit",
+            "Bash",
+            "List",
+            "Search",
+            "Diff",
+            "Fetch",
         }
     ),
     "zed": frozenset(
@@ -139,6 +155,7 @@ _SYSTEM_PROMPT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("codex", re.compile(r"^\s*You are (?:Codex\b|a coding agent running in the Codex CLI)")),
     ("aider", re.compile(r"^\s*Act as an expert software developer\b|SEARCH/REPLACE block")),
     ("continue", re.compile(r"<important_rules>|```tool_definition")),
+    ("continue", re.compile(r"^\s*You are an agent in the Continue CLI\b")),
 )
 
 _TOOL_RULES: tuple[tuple[str, frozenset[str]], ...] = (
