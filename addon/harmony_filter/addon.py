@@ -27,6 +27,9 @@ from .pipeline import RewriteConfig
 from .reasoning_cache import ReasoningCache
 from .recorder import Capture
 from .recorder import StreamTap
+from .recorder import redacted_url
+from .recorder import scrub_body
+from .recorder import secret_values
 from .recorder import write_recording
 from .repairs import request_view
 from .request_fixes import TOOL_CHOICE_NONE_MODES
@@ -328,7 +331,7 @@ class HarmonyFilter:
         if body is None:
             logger.warning(
                 "harmony-filter: %s: request body is not a JSON object; passing through",
-                flow.request.pretty_url,
+                redacted_url(flow.request),
             )
             return
         model = body.get("model")
@@ -381,7 +384,7 @@ class HarmonyFilter:
         if response.headers.get("content-encoding", "identity") != "identity":
             logger.warning(
                 "harmony-filter: %s: compressed event stream; passing through",
-                flow.request.pretty_url,
+                redacted_url(flow.request),
             )
             info["outcome"] = "passthrough"
             response.stream = True
@@ -466,7 +469,7 @@ class HarmonyFilter:
         if body is None or not isinstance(body.get("choices"), list):
             logger.warning(
                 "harmony-filter: %s: response is not a chat completion; passing through",
-                flow.request.pretty_url,
+                redacted_url(flow.request),
             )
             info["outcome"] = "passthrough"
             return
@@ -525,6 +528,8 @@ class HarmonyFilter:
             error = openai_error(message, flow.response.status_code)
             flow.response.text = json.dumps(error)
             flow.response.headers["content-type"] = "application/json"
+        # An upstream may quote the key it refused; clients log error messages.
+        scrub_body(flow.response, secret_values(flow.request))
 
     @staticmethod
     def _answer(flow: http.HTTPFlow, completion: dict[str, Any], stream: bool) -> None:

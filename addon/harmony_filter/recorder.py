@@ -31,6 +31,8 @@ SECRET_HEADERS = (
     "openai-organization",
     "openai-project",
 )
+MIN_SECRET_LENGTH = 8
+"""Shorter values (a cookie flag, `1`) are not scrubbed from bodies: they match innocent text."""
 _SECRET_PARAM = re.compile(r"key|token|secret|signature|sig|auth|password", re.IGNORECASE)
 
 
@@ -41,8 +43,10 @@ def redact_headers(headers: http.Headers) -> None:
 
 
 def redact_query(query: str) -> str:
-    """`a=1&api_key=sk-…` -> `a=1&api_key=REDACTED`."""
+    """`a=1&api_key=sk-…` -> `a=1&api_key=REDACTED`; a query without secrets is kept as is."""
     pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(_SECRET_PARAM.search(k) for k, _ in pairs):
+        return query
     return urlencode([(k, REDACTED if _SECRET_PARAM.search(k) else v) for k, v in pairs])
 
 
@@ -51,6 +55,42 @@ def redact_request(request: http.Request) -> None:
     path, sep, query = request.path.partition("?")
     if sep:
         request.path = f"{path}?{redact_query(query)}"
+
+
+def secret_values(request: http.Request) -> list[str]:
+    """The credentials a request carries (secret header values and their token and cookie parts,
+    key-like query values), longest first, for scrubbing from bodies that might quote them."""
+    values: set[str] = set()
+    for name in SECRET_HEADERS:
+        for value in request.headers.get_all(name):
+            values.update((value, *value.split()))  # "Bearer sk-…"
+            values.update(part.partition("=")[2] for part in value.split(";"))  # cookies
+    values.update(v for k, v in request.query.items(multi=True) if _SECRET_PARAM.search(k))
+    kept = {value.strip() for value in values if len(value.strip()) >= MIN_SECRET_LENGTH}
+    return sorted(kept, key=len, reverse=True)
+
+
+def scrub(data: bytes, secrets: list[str]) -> bytes:
+    """`data` with every occurrence of each secret replaced."""
+    for secret in secrets:
+        data = data.replace(secret.encode(), REDACTED.encode())
+    return data
+
+
+def scrub_body(message: http.Message, secrets: list[str]) -> None:
+    """Scrub a body as it goes over the wire (a compressed one holds no readable secret)."""
+    raw = message.raw_content
+    scrubbed = scrub(raw, secrets) if raw else raw
+    if scrubbed != raw:
+        message.raw_content = scrubbed
+        if "content-length" in message.headers:
+            message.headers["content-length"] = str(len(scrubbed or b""))
+
+
+def redacted_url(request: http.Request) -> str:
+    """The request's URL, for logs: key-like query parameters replaced."""
+    url, sep, query = request.pretty_url.partition("?")
+    return f"{url}?{redact_query(query)}" if sep else url
 
 
 def recording_name(started: float, info: dict[str, Any], flow_id: str) -> str:
@@ -96,6 +136,7 @@ def write_recording(
     directory: Path, flow: http.HTTPFlow, capture: Capture, info: dict[str, Any]
 ) -> Path:
     """Save the flow as a recording; returns its path."""
+    secrets = secret_values(capture.client_request) + secret_values(flow.request)
     recorded = flow.copy()
     recorded.request = capture.client_request
     redact_request(recorded.request)
@@ -115,6 +156,7 @@ def write_recording(
             if capture.upstream_body is not None:
                 upstream.content = capture.upstream_body
         recorded.response = upstream
+    _scrub_recording(recorded, metadata, secrets)
     recorded.metadata = {"harmony": metadata}
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / recording_name(flow.timestamp_created, info, flow.id)
@@ -122,3 +164,16 @@ def write_recording(
     save_recording(recorded, partial)
     partial.replace(path)  # readers never see half a file
     return path
+
+
+def _scrub_recording(recorded: http.HTTPFlow, metadata: dict[str, Any], secrets: list[str]) -> None:
+    """Credentials anywhere in the bodies: a key in the request body, an upstream error that
+    quotes the key it refused."""
+    for message in (recorded.request, recorded.response):
+        if message is not None:
+            scrub_body(message, secrets)
+    for key, value in metadata.items():
+        if isinstance(value, bytes):
+            metadata[key] = scrub(value, secrets)
+        elif key == "upstream_chunks":
+            metadata[key] = [scrub(chunk, secrets) for chunk in value]
