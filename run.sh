@@ -6,9 +6,13 @@
 #   ./run.sh [serve-demo]        reverse proxy on 127.0.0.1:3307 (in front of $UPSTREAM, or of
 #                                recorded gpt-oss answers when UPSTREAM is unset)
 #   ./run.sh proxy               regular HTTP(S) proxy on 127.0.0.1:8080
+#   ./run.sh replay FILE...      what the current code makes of recordings, beside what the
+#                                upstream sent and what the client got
+#   ./run.sh serve FILE...       a loopback upstream replaying recordings on 127.0.0.1:3308
+#   ./run.sh record-expectations [FILE...]  write recordings' expected results from the code
 #
 # Environment: PYTHON (interpreter to build .venv with), UPSTREAM (http://host:port), HOST, PORT,
-# REPLAY_PORT. Arguments after a serve-demo/proxy subcommand go to mitmdump.
+# REPLAY_PORT, PACE. Arguments after a serve-demo/proxy subcommand go to mitmdump.
 set -euo pipefail
 
 cd "$(dirname "$0")"
@@ -33,9 +37,18 @@ usage: ./run.sh [SUBCOMMAND] [ARGS...]
                      the answers in recordings/ (ARGS go to mitmdump)
   proxy [ARGS]       regular HTTP(S) proxy on \${HOST:-127.0.0.1}:\${PORT:-8080} with the addon, for
                      use as the system or client proxy (ARGS go to mitmdump)
+  replay FILE...     replay recordings (files or directories) through the current code and show,
+                     side by side, the raw upstream response, what the client gets now and what
+                     it got when recorded (exit status 1 when they differ)
+  serve FILE...      a loopback upstream on \${HOST:-127.0.0.1}:\${REPLAY_PORT:-3308} that replays
+                     recordings as they were chunked, at \${PACE:-recorded} pace (seconds between
+                     chunks, or recorded); prints how to put the proxy in front
+  record-expectations [--check] [FILE...]
+                     write NAME.expected.json beside each recording (default: recordings/) where
+                     it is missing or no longer met, and print what changed; --check writes nothing
   help               this text
 
-planned, not implemented yet: replay, serve, bench, record-expectations
+planned, not implemented yet: bench
 EOF
 }
 
@@ -236,6 +249,16 @@ EOF
         --set flow_detail=0 "$@"
 }
 
+# A loopback upstream that sends recorded responses as they were chunked (and paced), so the live
+# streaming path runs against a recording.
+serve() {
+    (($#)) || die "usage: ./run.sh serve FILE|DIR... (recordings to replay)"
+    local host="${HOST:-127.0.0.1}"
+    is_loopback "$host" || say "warning: HOST=$host makes the replay reachable from other machines"
+    exec "$VENV_PY" -u -m harmony_filter.replay_upstream --host "$host" \
+        --port "${REPLAY_PORT:-3308}" --pace "${PACE:-recorded}" --guide "$@"
+}
+
 # --- main -------------------------------------------------------------------------------------
 
 subcommand="${1:-serve-demo}"
@@ -246,8 +269,11 @@ case "$subcommand" in
     test) setup; "$VENV_PY" -m pytest "$@" ;;
     serve-demo) setup; serve_demo "$@" ;;
     proxy) setup; proxy "$@" ;;
+    replay) setup; "$VENV_PY" -m harmony_filter.viewer "$@" ;;
+    serve) setup; serve "$@" ;;
+    record-expectations) setup; "$VENV_PY" -m harmony_filter.expectations "$@" ;;
     # Planned subcommands, one line each when they land:
-    replay | serve | bench | record-expectations) die "'$subcommand' is not implemented yet" ;;
+    bench) die "'$subcommand' is not implemented yet" ;;
     help | -h | --help) usage ;;
     *)
         usage >&2

@@ -4,14 +4,14 @@ become."""
 import json
 
 import pytest
-from chat_result import from_json
-from chat_result import from_sse
 from mitmproxy import exceptions
 from mitmproxy import http
 from mitmproxy.test import taddons
 from mitmproxy.test import tflow
 
 from harmony_filter.addon import HarmonyFilter
+from harmony_filter.chat_result import from_json
+from harmony_filter.chat_result import from_sse
 
 RAW = (
     "<|channel|>analysis<|message|>Think.<|end|><|start|>assistant<|channel|>final"

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import openai
 import pytest
-from chat_result import from_sse
 from procs import mitmdump
 from procs import replay_upstream
 
+from harmony_filter.chat_result import from_sse
 from harmony_filter.recording import load_recording
 from harmony_filter.recording import make_recording
 from harmony_filter.recording import save_recording

@@ -4,9 +4,9 @@ and XML-tool clients, client stop strings; streamed and not."""
 import json
 
 import pytest
-from chat_result import from_json
-from chat_result import from_sse
 
+from harmony_filter.chat_result import from_json
+from harmony_filter.chat_result import from_sse
 from harmony_filter.events import Content
 from harmony_filter.events import Reasoning
 from harmony_filter.events import ToolCallArgs

@@ -34,7 +34,9 @@ def with_upstream(
     """Run `scenario` against a replay upstream on a free loopback port."""
 
     async def main() -> None:
-        server, port = await start_replay_upstream(paths or [RECORDINGS_DIR], "127.0.0.1", 0, pace)
+        server, _, port = await start_replay_upstream(
+            paths or [RECORDINGS_DIR], "127.0.0.1", 0, pace
+        )
         async with server:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
                 await scenario(client)
@@ -189,7 +191,7 @@ def test_connection_closes_when_asked_or_after_a_bad_request(
     request_bytes: bytes, status: int
 ) -> None:
     async def main() -> None:
-        server, port = await start_replay_upstream([RECORDINGS_DIR], "127.0.0.1", 0, 0)
+        server, _, port = await start_replay_upstream([RECORDINGS_DIR], "127.0.0.1", 0, 0)
         async with server:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(request_bytes)

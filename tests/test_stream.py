@@ -5,13 +5,13 @@ import json
 import random
 
 import pytest
-from chat_result import from_json
-from chat_result import from_sse
-from chat_result import sse_chunks
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from harmony_filter.chat_result import from_json
+from harmony_filter.chat_result import from_sse
+from harmony_filter.chat_result import sse_chunks
 from harmony_filter.openai_shapes import OutputStyle
 from harmony_filter.pipeline import RewriteConfig
 from harmony_filter.response import rewrite_completion

@@ -432,10 +432,15 @@ class HarmonyFilter:
             self._rewrite_json_body(flow, info, config)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        self._streams.pop(flow.id, None)
+        rewriter = self._streams.pop(flow.id, None)
         self._configs.pop(flow.id, None)
         capture = self._captures.pop(flow.id, None)
         info = flow.metadata.get(META)
+        if info is not None and rewriter is not None and rewriter.calls:
+            # What the client got so far. The openai SDKs close the connection as soon as they
+            # read [DONE], often before the upstream's end of body reaches us: then the answer
+            # was complete, and only this hook runs.
+            self._record(flow, info, rewriter.outcome, rewriter.warnings)
         if capture is not None and info is not None and flow.response is not None:
             info["error"] = str(flow.error)
             self._save(flow, capture, info)  # a stream cut short is worth replaying too

@@ -114,6 +114,8 @@ class Capture:
     upstream_headers: http.Headers | None = None
     upstream_body: bytes | None = None
     upstream_chunks: list[bytes] = field(default_factory=list)
+    upstream_chunk_times: list[float] = field(default_factory=list)
+    """Wall-clock arrival time of each upstream chunk."""
     client_chunks: list[bytes] = field(default_factory=list)
 
 
@@ -127,6 +129,7 @@ class StreamTap:
     def __call__(self, data: bytes) -> list[bytes]:
         if data:
             self.capture.upstream_chunks.append(data)
+            self.capture.upstream_chunk_times.append(time.time())
         out = self.inner(data)
         self.capture.client_chunks.extend(out)
         return out
@@ -143,6 +146,10 @@ def write_recording(
     response = flow.response
     metadata: dict[str, Any] = {"source": "recorded by harmony-filter", **info}
     if response is not None:
+        client_headers = response.headers.copy()
+        redact_headers(client_headers)
+        metadata["client_status"] = response.status_code
+        metadata["client_headers"] = [[k, v] for k, v in client_headers.items(multi=True)]
         upstream = response.copy()
         if capture.upstream_headers is not None:
             upstream.headers = capture.upstream_headers
@@ -150,6 +157,10 @@ def write_recording(
         if capture.upstream_chunks:
             upstream.content = b"".join(capture.upstream_chunks)
             metadata["upstream_chunks"] = list(capture.upstream_chunks)
+            metadata["upstream_chunk_times"] = [
+                round(max(0.0, t - response.timestamp_start), 4)
+                for t in capture.upstream_chunk_times
+            ]
             metadata["client_body"] = b"".join(capture.client_chunks)
         else:
             metadata["client_body"] = response.content

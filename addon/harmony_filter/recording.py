@@ -5,17 +5,27 @@ the response exactly as a gpt-oss server sent it (status, headers, raw body). A 
 body but not how it was cut on the wire, and for a streaming filter the cuts are what matters (a
 special token or a UTF-8 character split between two reads), so `flow.metadata["harmony"]` holds:
 
-- `source`: where the case comes from (corpus id and public source);
+- `source`: where the case comes from (corpus id and public source, or "recorded by
+  harmony-filter");
 - `upstream_chunks`: for an SSE response, the body as the list of byte chunks the server wrote;
+- `upstream_chunk_times` (optional): when each chunk arrived, in seconds after the response
+  headers (the replay upstream can play the stream back at its original pace);
 - `demo` (optional, true): the replay upstream serves this one when no other recording matches.
+
+Recordings made by the filter (harmony_record_dir, see recorder.py) also hold what the filter saw
+and did (`model`, `client`, `stream`, `outcome`, `fixes`, `repairs`, `recoveries`, `warnings`,
+…) and what the client got: `client_status`, `client_headers` and `client_body` (for a stream,
+the bytes the client was sent).
 """
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mitmproxy import connection
+from mitmproxy import exceptions
 from mitmproxy import http
 from mitmproxy import io
 from mitmproxy.net.http import status_codes
@@ -23,10 +33,20 @@ from mitmproxy.net.http import status_codes
 RECORDED_URL = "http://127.0.0.1:3308/v1/chat/completions"
 
 
-def load_recording(path: str | Path) -> http.HTTPFlow:
+def load_flows(path: str | Path) -> list[http.HTTPFlow]:
+    """The HTTP flows of a flow file (a recording holds one, a `mitmdump -w` file any number)."""
     with open(path, "rb") as file:
-        flows = list(io.FlowReader(file).stream())
-    if len(flows) != 1 or not isinstance(flows[0], http.HTTPFlow) or not flows[0].response:
+        try:
+            return [
+                flow for flow in io.FlowReader(file).stream() if isinstance(flow, http.HTTPFlow)
+            ]
+        except exceptions.FlowReadException as e:
+            raise ValueError(f"{path}: not a mitmproxy flow file ({e})") from e
+
+
+def load_recording(path: str | Path) -> http.HTTPFlow:
+    flows = load_flows(path)
+    if len(flows) != 1 or not flows[0].response:
         raise ValueError(f"{path}: a recording holds exactly one HTTP flow with a response")
     return flows[0]
 
@@ -45,6 +65,37 @@ def upstream_chunks(flow: http.HTTPFlow) -> list[bytes]:
     assert flow.response
     chunks = flow.metadata.get("harmony", {}).get("upstream_chunks")
     return list(chunks) if chunks else [flow.response.raw_content or b""]
+
+
+def upstream_chunk_times(flow: http.HTTPFlow) -> list[float] | None:
+    """When each upstream chunk arrived (seconds after the response headers), if recorded."""
+    times = flow.metadata.get("harmony", {}).get("upstream_chunk_times")
+    return list(times) if times and len(times) == len(upstream_chunks(flow)) else None
+
+
+@dataclass(frozen=True)
+class ClientSide:
+    """What the client got when the recording was made."""
+
+    status: int
+    event_stream: bool
+    body: bytes
+
+
+def recorded_client_side(flow: http.HTTPFlow) -> ClientSide | None:
+    """None for recordings that do not hold it (those built from public sources)."""
+    assert flow.response
+    metadata = flow.metadata.get("harmony", {})
+    body = metadata.get("client_body")
+    if body is None:
+        return None
+    client_headers = {k.lower(): v for k, v in metadata.get("client_headers") or []}
+    content_type = client_headers.get("content-type", flow.response.headers.get("content-type"))
+    return ClientSide(
+        metadata.get("client_status", flow.response.status_code),
+        (content_type or "").startswith("text/event-stream"),
+        body,
+    )
 
 
 def make_recording(

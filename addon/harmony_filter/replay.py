@@ -2,10 +2,14 @@
 
 The real addon runs hook by hook as mitmproxy drives a live flow: request, responseheaders, the
 upstream's recorded chunks through the stream callable (then b"") or the response hook for a
-JSON body. The test suite and `./run.sh replay` both use this.
+JSON body. The test suite, `./run.sh replay` and `./run.sh record-expectations` use this.
 """
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
 from mitmproxy import http
@@ -26,13 +30,57 @@ class Replayed:
     event_stream: bool
     info: dict[str, Any]
     """What the filter saw and did (flow.metadata["harmony"])."""
+    log: list[str] = field(default_factory=list)
+    """What the filter logged (warnings and worse)."""
+
+
+class _Collector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname.lower()}: {record.getMessage()}")
+
+
+@contextmanager
+def _mitmproxy_context(addon: HarmonyFilter) -> Iterator[taddons.context]:
+    """taddons.context, minus the log handler it leaves on the root logger: outside pytest that
+    handler outlives the event loop it posts to, and the next replay's log call would raise."""
+    with taddons.context(addon) as tctx:
+        try:
+            yield tctx
+        finally:
+            tctx.master._legacy_log_events.uninstall()
 
 
 def replay_flow(recorded: http.HTTPFlow, **options: Any) -> Replayed:
     """Run one recording through a fresh HarmonyFilter; `options` set addon options."""
     assert recorded.response
     addon = HarmonyFilter()
-    with taddons.context(addon) as tctx:
+    collector = _Collector()
+    logger = logging.getLogger(__package__)
+    logger.addHandler(collector)
+    try:
+        flow, body = _replay(addon, recorded, options)
+    finally:
+        logger.removeHandler(collector)
+    assert flow.response
+    return Replayed(
+        flow.response.status_code,
+        body,
+        is_event_stream(flow.response),
+        dict(flow.metadata.get(META, {})),
+        collector.lines,
+    )
+
+
+def _replay(
+    addon: HarmonyFilter, recorded: http.HTTPFlow, options: dict[str, Any]
+) -> tuple[http.HTTPFlow, bytes]:
+    """The flow as the filter left it, and the body the client receives."""
+    assert recorded.response
+    with _mitmproxy_context(addon) as tctx:
         if options:
             tctx.configure(addon, **options)
         flow = tflow.tflow(req=recorded.request.copy(), live=True)
@@ -58,9 +106,4 @@ def replay_flow(recorded: http.HTTPFlow, **options: Any) -> Replayed:
         addon.response(flow)
         if not stream:
             body = flow.response.content or b""
-    return Replayed(
-        flow.response.status_code,
-        body,
-        is_event_stream(flow.response),
-        dict(flow.metadata.get(META, {})),
-    )
+    return flow, body
