@@ -10,6 +10,7 @@
 #                                upstream sent and what the client got
 #   ./run.sh serve FILE...       a loopback upstream replaying recordings on 127.0.0.1:3308
 #   ./run.sh record-expectations [FILE...]  write recordings' expected results from the code
+#   ./run.sh bench [--load]      the benchmark against plain mitmdump (--load: 100 streams at once)
 #
 # Environment: PYTHON (interpreter to build .venv with), UPSTREAM (http://host:port), HOST, PORT,
 # REPLAY_PORT, PACE. Arguments after a serve-demo/proxy subcommand go to mitmdump.
@@ -46,9 +47,12 @@ usage: ./run.sh [SUBCOMMAND] [ARGS...]
   record-expectations [--check] [FILE...]
                      write NAME.expected.json beside each recording (default: recordings/) where
                      it is missing or no longer met, and print what changed; --check writes nothing
+  bench [ARGS]       the benchmark (bench/bench.py; installs the project's bench extra first): the
+                     client direct, through plain mitmdump and through the addon on loopback;
+                     tables, then bench/latest.{md,json,png}. --load: 100 concurrent streams
+                     through the addon, each checked to be exactly its own (bench/load.{md,json});
+                     --profile: where the addon's time goes (py-spy); --smoke: tiny sizes
   help               this text
-
-planned, not implemented yet: bench
 EOF
 }
 
@@ -116,6 +120,18 @@ setup() {
     # openai-harmony must find its vocabulary locally, never download it.
     TIKTOKEN_ENCODINGS_BASE="$("$VENV_PY" -m harmony_filter.vocab)"
     export TIKTOKEN_ENCODINGS_BASE
+}
+
+# setup, plus the bench extra (matplotlib, py-spy), installed on first use and again when
+# pyproject.toml changes.
+setup_bench() {
+    setup
+    local stamp="$VENV/.harmony-filter-bench-installed"
+    if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$(pyproject_hash)" ]]; then
+        say "installing the bench extra (matplotlib, py-spy) into $VENV"
+        "$VENV_PY" -m pip install --quiet --editable '.[dev,bench]'
+        pyproject_hash >"$stamp"
+    fi
 }
 
 # --- running the proxy ------------------------------------------------------------------------
@@ -272,8 +288,7 @@ case "$subcommand" in
     replay) setup; "$VENV_PY" -m harmony_filter.viewer "$@" ;;
     serve) setup; serve "$@" ;;
     record-expectations) setup; "$VENV_PY" -m harmony_filter.expectations "$@" ;;
-    # Planned subcommands, one line each when they land:
-    bench) die "'$subcommand' is not implemented yet" ;;
+    bench) setup_bench; "$VENV_PY" bench/bench.py "$@" ;;
     help | -h | --help) usage ;;
     *)
         usage >&2
