@@ -4,7 +4,10 @@ real mitmdump in front of the replay upstream."""
 import asyncio
 import json
 import re
+import time
 from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -19,6 +22,7 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 from mitmproxy.proxy.mode_specs import TransparentMode
 from mitmproxy.test import taddons
 from mitmproxy.test import tflow
+from procs import Process
 from procs import mitmdump
 from procs import replay_upstream
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -247,28 +251,46 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     }
 
 
+@dataclass
+class Service:
+    """One mitmdump with three listeners, in front of: the replay upstream (`base`), a port
+    nobody listens on (`dead`), and the replay upstream sending a chunk every 0.1 s (`slow`);
+    with harmony_no_final_timeout=1."""
+
+    base: str
+    dead: str
+    slow: str
+    upstream: str
+    proxy: Process
+
+
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """One mitmdump, two listeners: in front of the replay upstream, and in front of a port
-    nobody listens on. Yields (live base URL, dead base URL, replay upstream URL, process)."""
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     from conftest import _free_port
 
-    dead_listener = _free_port()
+    dead, slow = _free_port(), _free_port()
     with (
         replay_upstream(RECORDINGS_DIR) as upstream,
+        replay_upstream(RECORDINGS_DIR, pace=0.1) as slow_upstream,
         mitmdump(
             f"reverse:{upstream}",
             tmp_path_factory.mktemp("confdir"),
             "--mode",
-            f"reverse:http://127.0.0.1:{_free_port()}@127.0.0.1:{dead_listener}",
+            f"reverse:http://127.0.0.1:{_free_port()}@127.0.0.1:{dead}",
+            "--mode",
+            f"reverse:{slow_upstream}@127.0.0.1:{slow}",
+            "--set",
+            "harmony_no_final_timeout=1",
         ) as (port, proxy),
     ):
-        proxy.wait_for(rf"listening at \S*:{dead_listener}")
-        yield f"http://127.0.0.1:{port}", f"http://127.0.0.1:{dead_listener}", upstream, proxy
+        for listener in (dead, slow):
+            proxy.wait_for(rf"listening at \S*:{listener}")
+        local = "http://127.0.0.1:{}".format
+        yield Service(local(port), local(dead), local(slow), upstream, proxy)
 
 
-def test_health_and_readiness_through_a_real_mitmdump(service: Any) -> None:
-    base, dead, upstream, _ = service
+def test_health_and_readiness_through_a_real_mitmdump(service: Service) -> None:
+    base, dead, upstream = service.base, service.dead, service.upstream
     with httpx.Client(timeout=10) as client:
         for url in (base, dead):  # answered by the proxy itself, upstream or not
             health = client.get(f"{url}/harmony-filter/health")
@@ -285,11 +307,11 @@ def test_health_and_readiness_through_a_real_mitmdump(service: Any) -> None:
         assert "refused" in reason["error"].lower(), reason
 
 
-def test_metrics_and_report_lines_after_real_sdk_requests(service: Any) -> None:
+def test_metrics_and_report_lines_after_real_sdk_requests(service: Service) -> None:
     """Four answers (JSON and stream, text and tool call), an upstream error and an unreachable
     upstream, all through the openai SDK: the metrics count each, by what the filter did, the
     outcome header says it, and the proxy prints one line per request."""
-    base, dead, _, proxy = service
+    base, dead, proxy = service.base, service.dead, service.proxy
     client = openai.OpenAI(base_url=f"{base}/v1", api_key="sk-test", max_retries=0, timeout=20)
     headers, results = {}, {}
     for name in (
@@ -305,8 +327,9 @@ def test_metrics_and_report_lines_after_real_sdk_requests(service: Any) -> None:
         assert results[name] == {"content": None, "calls": ["get_weather"]}
     for header in headers.values():
         assert header == "rewritten; fixes=harmony-stops-added"
-    with pytest.raises(openai.InternalServerError):  # an upstream 500, passed on
+    with pytest.raises(openai.InternalServerError) as failed:  # an upstream 500, passed on
         sdk_call(client, "llamacpp-template-error-500-json")
+    assert failed.value.response.headers["x-harmony-filter"].startswith("upstream-error; fixes=")
     unreachable = openai.OpenAI(base_url=f"{dead}/v1", api_key="k", max_retries=0, timeout=20)
     with pytest.raises(openai.APIStatusError) as cannot_connect:
         sdk_call(unreachable, "raw-demo-answer-json")
@@ -314,9 +337,9 @@ def test_metrics_and_report_lines_after_real_sdk_requests(service: Any) -> None:
 
     for line in (
         r"openai-sdk +gpt-oss-20b +json .*tools 0 +rewritten +fixes=harmony-stops-added$",
-        r"openai-sdk +gpt-oss-20b +stream .*tools 0 +rewritten +fixes=harmony-stops-added$",
+        r"openai-sdk +gpt-oss-20b +stream .*tools 0 +rewritten( \(.*\))? +fixes=harmony-stops-\S+$",
         r"openai-sdk +gpt-oss-20b +json .*tools 1 +rewritten +fixes=harmony-stops-added$",
-        r"openai-sdk +gpt-oss-20b +stream .*tools 1 +rewritten +fixes=harmony-stops-added$",
+        r"openai-sdk +gpt-oss-20b +stream .*tools 1 +rewritten( \(.*\))? +fixes=harmony-stops-\S+$",
         r"openai-sdk +gpt-oss-20b +stream .*tools 0 +upstream-error 500 ",
         r"openai-sdk +gpt-oss-20b +json .*tools 0 +error \(.*\)",
     ):
@@ -334,7 +357,11 @@ def test_metrics_and_report_lines_after_real_sdk_requests(service: Any) -> None:
 
     assert requests("rewritten", "false") == 2 and requests("rewritten", "true") == 2
     assert requests("upstream-error", "true") == 1 and requests("error", "false") == 1
-    counted = [v for (name, _), v in values.items() if name == "harmony_filter_requests_total"]
+    counted = [
+        value
+        for (name, labels), value in values.items()
+        if name == "harmony_filter_requests_total" and ("model", "gpt-oss-20b") in labels
+    ]
     assert sum(counted) == 6
     assert metric("harmony_filter_fixes_total", name="harmony-stops-added") == 6
     assert metric("harmony_filter_tool_calls_total") == 2
@@ -343,3 +370,29 @@ def test_metrics_and_report_lines_after_real_sdk_requests(service: Any) -> None:
     assert metric("harmony_filter_time_to_first_content_seconds_count") == 4
     assert metric("harmony_filter_request_duration_seconds_count") == 5
     assert metric("harmony_filter_request_duration_seconds_bucket", le="+Inf") == 5
+
+
+def test_a_stream_without_an_answer_ends_at_the_no_final_timeout(service: Service) -> None:
+    """27 chunks of reasoning, 0.1 s apart, that never reach an answer: after 1 s the client
+    gets an OpenAI error event (the openai SDK raises it and hangs up), long before the upstream
+    would have finished; the report line and the metrics say why."""
+    name = "raw-truncated-in-analysis-length-stream"
+    client = openai.OpenAI(base_url=f"{service.slow}/v1", api_key="k", max_retries=0, timeout=10)
+    arguments = recorded_request(name) | {"model": "gpt-oss-slow"}  # its own metrics labels
+    started = time.monotonic()
+    with pytest.raises(openai.APIError) as timed_out:
+        for _ in client.chat.completions.create(
+            **arguments, extra_headers={"x-replay-recording": name}
+        ):
+            pass
+    took = time.monotonic() - started
+    assert timed_out.value.body["code"] == "no_final_timeout"
+    assert "no answer or tool call within 1 s" in timed_out.value.message
+    assert 1 <= took < 2.2, took  # the upstream alone takes 2.6 s
+    service.proxy.wait_for(
+        r"harmony-filter: openai-sdk +gpt-oss-slow +stream .*ttfc +- .*rewritten "
+        r"\(Client disconnected\.\) .*warnings=no-final-timeout"
+    )
+    metrics = samples(httpx.get(f"{service.base}/harmony-filter/metrics", timeout=10).text)
+    warned = ("harmony_filter_stream_warnings_total", frozenset({("name", "no-final-timeout")}))
+    assert metrics[warned] == 1

@@ -44,8 +44,8 @@ class Metrics:
         self.name = CappedLabel(NAME_LABEL_LIMIT)
         self.requests = Counter(
             "harmony_filter_requests",
-            "Filtered chat completions, by client, model, outcome and streaming; "
-            'outcome "error" when the flow failed (client gone, upstream unreachable).',
+            "Filtered chat completions, by client, model, outcome and streaming; outcome "
+            '"error" when the flow failed before the filter could act (upstream unreachable).',
             ["client", "model", "outcome", "stream"],
             registry=self.registry,
         )
@@ -72,8 +72,8 @@ class Metrics:
         )
         self.flow_errors = Counter(
             "harmony_filter_flow_errors",
-            "Filtered flows that failed (client disconnect, upstream unreachable or cut off), by "
-            "whether the upstream response had begun.",
+            "Filtered flows that ended in an error (upstream unreachable or cut off, client gone, "
+            "also after a complete stream), by whether the response had begun.",
             ["phase"],
             registry=self.registry,
         )
@@ -85,7 +85,7 @@ class Metrics:
         )
         self.duration = Histogram(
             "harmony_filter_request_duration_seconds",
-            "From the client's request to the end of the upstream response.",
+            "From the client's request to the end of the response (or of the connection).",
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
@@ -102,18 +102,26 @@ class Metrics:
         self._count(info, outcome)
         if outcome == "upstream-error":
             self.upstream_errors.labels(status=str(response.status_code)).inc()
-        if info.get("ttfc_ms") is not None:
-            self.ttfc.observe(info["ttfc_ms"] / 1e3)
-        if response.timestamp_end is not None:
-            self.duration.observe(response.timestamp_end - flow.request.timestamp_start)
+        self._observe(flow, info, response.timestamp_end)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        """A flow that failed, or a stream the client closed: the openai SDKs close it once they
+        have read [DONE], often before the upstream's end of body reaches the proxy. When the
+        stream went through the filter, its outcome is what the filter recorded."""
         info = flow.metadata.get(META)
-        if info is None:
+        if info is None or flow.error is None:
             return
-        self._count(info, "error")
+        self._count(info, str(info.get("outcome", "error")))
         phase = "before-response" if flow.response is None else "during-response"
         self.flow_errors.labels(phase=phase).inc()
+        if flow.response is not None:
+            self._observe(flow, info, flow.error.timestamp)
+
+    def _observe(self, flow: http.HTTPFlow, info: dict[str, Any], end: float | None) -> None:
+        if info.get("ttfc_ms") is not None:
+            self.ttfc.observe(info["ttfc_ms"] / 1e3)
+        if end is not None:
+            self.duration.observe(end - flow.request.timestamp_start)
 
     def _count(self, info: dict[str, Any], outcome: str) -> None:
         """The request, and what the filter recorded for it: the request fixes always, repairs,

@@ -58,11 +58,12 @@ class Report:
 
     def error(self, flow: http.HTTPFlow) -> None:
         info = flow.metadata.get(META)
-        if info is None:
+        if info is None or flow.error is None:
             return
-        assert flow.error
+        # A stream the client closed after [DONE] ends here too, with the filter's outcome.
+        outcome = f"{info.get('outcome', 'error')} ({flow.error})"
         duration = flow.error.timestamp - flow.request.timestamp_start
-        self._log(flow, report_line(info, f"error ({flow.error})", duration))
+        self._log(flow, report_line(info, outcome, duration))
 
     @staticmethod
     def _log(flow: http.HTTPFlow, line: str) -> None:
