@@ -3,6 +3,7 @@
 #
 #   ./run.sh setup               make .venv (Python >= 3.12) and install the project into it
 #   ./run.sh test [pytest args]  run the test suite
+#   ./run.sh setup-clients       install the coding clients tests/test_real_clients.py drives (npm)
 #   ./run.sh [serve-demo]        reverse proxy on 127.0.0.1:3307 (in front of $UPSTREAM, or of
 #                                recorded gpt-oss answers when UPSTREAM is unset)
 #   ./run.sh proxy               regular HTTP(S) proxy on 127.0.0.1:8080
@@ -33,6 +34,9 @@ usage: ./run.sh [SUBCOMMAND] [ARGS...]
   setup              create .venv with Python >= $MIN_PYTHON and install harmony-filter with its dev
                      tools (idempotent: reinstalls only when pyproject.toml changed)
   test [ARGS]        run pytest (ARGS go to pytest)
+  setup-clients      install the real coding clients (OpenCode, the Cline CLI, the Continue CLI)
+                     that tests/test_real_clients.py drives, into tests/real_clients/node_modules
+                     (npm, about 800 MB; idempotent); without them those tests skip
   serve-demo [ARGS]  (the default) reverse proxy on \${HOST:-127.0.0.1}:\${PORT:-3307} in front of
                      \$UPSTREAM (http://host:port); without UPSTREAM, in front of a local replay of
                      the answers in recordings/ (ARGS go to mitmdump)
@@ -132,6 +136,28 @@ setup_bench() {
         "$VENV_PY" -m pip install --quiet --editable '.[dev,bench]'
         pyproject_hash >"$stamp"
     fi
+}
+
+CLIENTS_DIR=tests/real_clients
+CLIENTS_STAMP="$CLIENTS_DIR/node_modules/.harmony-filter-installed"
+
+# Installs the clients pinned in tests/real_clients/package-lock.json, unless that was already
+# done for this exact lock file (the stamp holds its hash). `npm install --no-save` rather than
+# `npm ci`: the lock lists only the platform binaries the registry had when it was made, which
+# `npm ci` rejects as out of sync; install follows the lock all the same and never rewrites it.
+setup_clients() {
+    if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
+        die "setup-clients needs node and npm (Node.js >= 20); without them the real-client" \
+            "tests skip"
+    fi
+    local lock_hash
+    lock_hash="$(sha256sum "$CLIENTS_DIR/package-lock.json" | cut -d' ' -f1)"
+    if [[ -f "$CLIENTS_STAMP" && "$(cat "$CLIENTS_STAMP")" == "$lock_hash" ]]; then
+        return
+    fi
+    say "installing the real clients into $CLIENTS_DIR/node_modules (npm, about a minute)"
+    (cd "$CLIENTS_DIR" && npm install --no-save --no-audit --no-fund --loglevel=error)
+    echo "$lock_hash" >"$CLIENTS_STAMP"
 }
 
 # --- running the proxy ------------------------------------------------------------------------
@@ -283,6 +309,7 @@ case "$subcommand" in
     setup) setup ;;
     # (setup is never part of an && list: errexit does not apply inside one)
     test) setup; "$VENV_PY" -m pytest "$@" ;;
+    setup-clients) setup_clients ;;
     serve-demo) setup; serve_demo "$@" ;;
     proxy) setup; proxy "$@" ;;
     replay) setup; "$VENV_PY" -m harmony_filter.viewer "$@" ;;
