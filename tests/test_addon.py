@@ -153,14 +153,30 @@ def test_upstream_errors_reach_the_client_unchanged() -> None:
         assert flow.metadata["harmony"]["outcome"] == "upstream-error"
 
 
-def test_unreadable_json_response_passes_through(caplog: pytest.LogCaptureFixture) -> None:
+def test_an_answer_that_is_not_json_becomes_an_openai_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     addon = HarmonyFilter()
     with taddons.context(addon):
         flow = chat_flow()
         addon.request(flow)
         flow.response = http.Response.make(200, b"{oops", {"content-type": "application/json"})
         addon.response(flow)
-        assert flow.response.content == b"{oops"
+        assert flow.response.status_code == 502
+        assert "{oops" in json.loads(flow.response.content)["error"]["message"]
+        assert "not JSON (cut short?)" in caplog.text
+
+
+def test_json_that_is_not_a_chat_completion_passes_through(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    addon = HarmonyFilter()
+    with taddons.context(addon):
+        flow = chat_flow()
+        addon.request(flow)
+        flow.response = http.Response.make(200, b'{"object":"list"}')
+        addon.response(flow)
+        assert flow.response.content == b'{"object":"list"}'
         assert "passing through" in caplog.text
 
 

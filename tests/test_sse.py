@@ -42,9 +42,10 @@ def test_last_event_without_blank_line_is_flushed() -> None:
     assert decoder.feed(b"data: 1\n\ndata: 2") and decoder.flush()[0].data == "2"
 
 
-def test_invalid_utf8_keeps_raw_bytes() -> None:
-    (event,) = SseDecoder().feed(b"data: \xff\xfe\n\n")
-    assert event.data is None and event.raw == b"data: \xff\xfe\n\n"
+def test_bytes_that_are_not_utf8_are_replaced() -> None:
+    (event,) = SseDecoder().feed(b"id: \xff\ndata: caf\xe9\n\n")
+    assert event.replaced and event.data == "caf\ufffd" and event.fields == ["id: \ufffd".encode()]
+    assert event.raw == "id: \ufffd\ndata: caf\ufffd\n\n".encode()
 
 
 def test_encode_keeps_fields() -> None:

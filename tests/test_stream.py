@@ -208,14 +208,20 @@ def test_length_is_kept_when_cut_off() -> None:
     }
 
 
-def test_what_we_cannot_read_passes_through_untouched() -> None:
-    odd = b': keep-alive\n\ndata: not json\n\ndata: \xff\n\ndata: {"error":{"message":"x"}}\n\n'
-    body, _ = run(odd + raw_stream(RAW_ANSWER))
-    assert body.startswith(odd)
-    assert from_sse(body[len(odd) :])["content"] == "Bonjour ✨"
+def test_comments_and_unknown_json_pass_through_and_what_is_not_json_is_dropped() -> None:
+    kept = b': keep-alive\n\ndata: {"error":{"message":"x"}}\n\ndata: [1]\n\n'
+    body, _ = run(b"data: not json\n\n" + kept + b"data: \xff\n\n" + raw_stream(RAW_ANSWER))
+    assert body.startswith(kept)
+    assert from_sse(body[len(kept) :])["content"] == "Bonjour ✨"
 
 
-def test_stream_without_done_still_finishes() -> None:
+def test_bad_utf8_is_replaced() -> None:
+    upstream = sse(delta(content="<|channel|>final<|message|>caf"), delta("stop", content="\x00"))
+    body, _ = run(upstream.replace(b"\\u0000", b"\xe9"))  # a Latin-1 byte, not UTF-8
+    assert from_sse(body)["content"] == "caf\ufffd"
+
+
+def test_stream_cut_short_still_finishes_and_says_so() -> None:
     body, _ = run(sse(delta(content="<|channel|>final<|message|>Hi"), done=False))
     assert from_sse(body) == {
         "content": "Hi",
@@ -223,6 +229,30 @@ def test_stream_without_done_still_finishes() -> None:
         "tool_calls": [],
         "finish_reason": "stop",
     }
+    assert sse_chunks(body)[-1]["error"]["code"] == "upstream_stream_cut_short"
+    assert body.endswith(b"data: [DONE]\n\n")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        sse(delta("stop", content="<|channel|>final<|message|>Hi"), done=False),
+        sse(
+            delta(content="<|channel|>final<|message|>Hi"), {"choices": [], "usage": {}}, done=False
+        ),
+        sse(delta(content="<|channel|>final<|message|>Hi")),
+        b'data: {"error":{"message":"overloaded"}}\n\n',
+    ],
+    ids=["finished without DONE", "usage chunk without DONE", "DONE", "upstream error"],
+)
+def test_a_stream_that_ended_properly_gets_no_error(body: bytes) -> None:
+    out, _ = run(body)
+    assert b"upstream_stream_cut_short" not in out
+
+
+def test_an_empty_stream_is_cut_short() -> None:
+    out, _ = run(b"")
+    assert sse_chunks(out)[0]["error"]["code"] == "upstream_stream_cut_short"
 
 
 def test_held_back_piece_returns_empty_list() -> None:

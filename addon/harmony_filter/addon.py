@@ -470,8 +470,13 @@ class HarmonyFilter:
         self, flow: http.HTTPFlow, info: dict[str, Any], config: RewriteConfig
     ) -> None:
         assert flow.response
-        body = parse_json_object(flow.response.content)
-        if body is None or not isinstance(body.get("choices"), list):
+        raw = flow.response.get_content(strict=False) or b""
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            self._not_json(flow, info, raw)
+            return
+        if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
             logger.warning(
                 "harmony-filter: %s: response is not a chat completion; passing through",
                 redacted_url(flow.request),
@@ -481,6 +486,23 @@ class HarmonyFilter:
         outcome = rewrite_completion(body, config)
         flow.response.text = json.dumps(body, ensure_ascii=False)
         self._record(flow, info, outcome, [])
+
+    @staticmethod
+    def _not_json(flow: http.HTTPFlow, info: dict[str, Any], raw: bytes) -> None:
+        """A 200 answer that is not JSON (cut short, an HTML page) is of no use to the client;
+        an OpenAI error that says so is."""
+        assert flow.response
+        logger.warning(
+            "harmony-filter: %s: the upstream's answer is not JSON (cut short?); answering 502",
+            redacted_url(flow.request),
+        )
+        info["outcome"] = "upstream-error"
+        start = raw[:200].decode(errors="replace")
+        error = openai_error(f"harmony-filter: the upstream's answer is not JSON: {start!r}", 502)
+        flow.response.status_code = 502
+        flow.response.reason = "Bad Gateway"
+        flow.response.headers["content-type"] = "application/json"
+        flow.response.text = json.dumps(error)
 
     def _rewrite_sse_body(
         self, flow: http.HTTPFlow, info: dict[str, Any], config: RewriteConfig
@@ -528,7 +550,7 @@ class HarmonyFilter:
                 self._record(flow, info, outcome, [])
                 return
         info["outcome"] = "upstream-error"
-        message = error_message(body)
+        message = error_message(body, f"{flow.response.status_code} {flow.response.reason}")
         if message is not None:
             error = openai_error(message, flow.response.status_code)
             flow.response.text = json.dumps(error)

@@ -2,7 +2,8 @@
 
 Only what we need of the SSE spec: events end at a blank line; lines end in LF, CRLF or CR;
 `data:` lines (one space after the colon is optional) join with LF; other lines (`event:`,
-`id:`, `: comments`) are kept so an event we rewrite keeps them.
+`id:`, `: comments`) are kept so an event we rewrite keeps them. Like a browser's EventSource,
+we read the stream as UTF-8 with bad bytes replaced: what we pass on is always valid UTF-8.
 """
 
 from dataclasses import dataclass
@@ -11,11 +12,14 @@ from dataclasses import dataclass
 @dataclass(slots=True)
 class SseEvent:
     raw: bytes
-    """The event as received (line ends normalised to LF), blank line included."""
+    """The event as received (line ends normalised to LF, bytes that are not UTF-8 replaced by
+    U+FFFD), blank line included."""
     data: str | None
-    """The joined `data:` lines, or None when there are none or they are not UTF-8."""
+    """The joined `data:` lines, or None when there are none."""
     fields: list[bytes]
     """The other lines, in order."""
+    replaced: bool = False
+    """The event had bytes that are not UTF-8 (replaced by U+FFFD)."""
 
 
 class SseDecoder:
@@ -55,6 +59,11 @@ class SseDecoder:
 
 
 def parse_event(block: bytes) -> SseEvent:
+    replaced = False
+    try:
+        block.decode()
+    except UnicodeDecodeError:
+        block, replaced = block.decode(errors="replace").encode(), True
     data_lines: list[bytes] = []
     fields: list[bytes] = []
     for line in block.split(b"\n"):
@@ -63,13 +72,8 @@ def parse_event(block: bytes) -> SseEvent:
             data_lines.append(value[1:] if value.startswith(b" ") else value)
         else:
             fields.append(line)
-    data: str | None = None
-    if data_lines:
-        try:
-            data = b"\n".join(data_lines).decode()
-        except UnicodeDecodeError:
-            data = None
-    return SseEvent(block + b"\n\n", data, fields)
+    data = b"\n".join(data_lines).decode() if data_lines else None
+    return SseEvent(block + b"\n\n", data, fields, replaced)
 
 
 def encode_event(data: str, fields: list[bytes] | None = None) -> bytes:

@@ -5,6 +5,11 @@ mitmproxy calls it with each piece of the body as it arrives and once with b"" a
 HTTP/1 that is the end-of-body marker: we return [] to hold back) and must never raise (a
 raising callable silently loses that chunk): on an internal error it degrades to passing the
 rest of the stream through untouched.
+
+What it sends is valid SSE whose every `data:` is JSON or [DONE], whatever the upstream sent:
+an event that is not JSON is dropped (an OpenAI client would stop on it), bad UTF-8 is replaced,
+and a stream that ends before its answer does gets an OpenAI error event and [DONE], so the
+client learns that it was cut short.
 """
 
 import json
@@ -50,6 +55,8 @@ class StreamRewriter:
         self._choices: dict[int, _Choice] = {}
         self._envelope: dict[str, Any] = {}
         self._passthrough = False
+        self._done = False  # the upstream sent [DONE]
+        self._upstream_error = False  # the upstream sent an error event
         self._clock = clock
         self._started = clock()
 
@@ -78,7 +85,7 @@ class StreamRewriter:
                 out.append(event.raw)
         if not data and not self._passthrough:
             try:
-                out += self._close_choices()
+                out += self._end()
             except Exception:
                 logger.exception("harmony-filter: cannot close the stream cleanly")
                 self._warn("internal-error-passthrough")
@@ -107,19 +114,46 @@ class StreamRewriter:
         error["error"]["code"] = "no_final_timeout"
         return [encode_event(json.dumps(error)), b"data: [DONE]\n\n"]
 
+    def _end(self) -> list[bytes]:
+        """The end of the body: flush every choice; a stream that stops before [DONE] with no
+        answer or an unfinished one was cut short upstream, and the client is told so."""
+        cut_short = not (self._done or self._upstream_error) and not (
+            self._choices and all(state.finished for state in self._choices.values())
+        )
+        out = self._close_choices()
+        if cut_short:
+            self._warn(
+                "upstream-stream-cut-short",
+                "the upstream stream ended before its answer did: the client got what was "
+                "decoded, then an error event",
+            )
+            error = openai_error("harmony-filter: the upstream ended the stream before the answer")
+            error["error"]["code"] = "upstream_stream_cut_short"
+            out += [encode_event(json.dumps(error)), b"data: [DONE]\n\n"]
+        return out
+
     # -- events ---------------------------------------------------------------------------
 
     def _on_event(self, event: SseEvent) -> list[bytes]:
+        if event.replaced:
+            self._warn(
+                "invalid-utf8-replaced",
+                "an upstream event was not UTF-8: its bad bytes were replaced by U+FFFD",
+            )
         data = event.data
         if data is None:
-            return [event.raw]  # comments, keep-alives, non-UTF-8: not ours to judge
+            return [event.raw]  # comments, keep-alives
         if data.strip() == "[DONE]":
+            self._done = True
             return self._close_choices() + [event.raw]
         try:
             chunk = json.loads(data)
         except ValueError:
-            self._warn("invalid-json-event-passed-through")
-            return [event.raw]
+            self._warn(
+                "invalid-json-event-dropped",
+                "an upstream event was not JSON: dropped it (an OpenAI client would stop on it)",
+            )
+            return []
         choices = chunk.get("choices") if isinstance(chunk, dict) else None
         if not isinstance(choices, list):
             return self._non_chunk(event, data, chunk)
@@ -139,6 +173,7 @@ class StreamRewriter:
         goes out in OpenAI's error shape, anything else as the server sent it."""
         if not isinstance(value, dict) or not any("error" in key.lower() for key in value):
             return [event.raw]
+        self._upstream_error = True
         message = error_message(data.encode())
         if message is None:
             return [event.raw]  # already an OpenAI error
@@ -219,7 +254,7 @@ class StreamRewriter:
             out.append(encode_event(_ENCODER.encode(chunk), fields))
         return out
 
-    def _warn(self, what: str) -> None:
+    def _warn(self, what: str, message: str | None = None) -> None:
         if what not in self.warnings:
             self.warnings.append(what)
-            logger.warning("harmony-filter: %s", what)
+            logger.warning("harmony-filter: %s", message or what)

@@ -11,6 +11,9 @@ import re
 from typing import Any
 
 _OLLAMA_RAW = re.compile(r"error parsing tool call: raw='(.*)', err=", re.DOTALL)
+_TAG = re.compile(r"<[^>]*>")
+MESSAGE_LIMIT = 2000
+"""Characters of a plain-text or HTML error page kept as the error's message."""
 
 
 def failed_generation(body: bytes) -> str | None:
@@ -31,13 +34,17 @@ def failed_generation(body: bytes) -> str | None:
     return match.group(1) if match else None
 
 
-def error_message(body: bytes) -> str | None:
-    """The message of an error in a non-OpenAI shape (plain text, `{"error parsing…": …}`);
-    None when the body already is an OpenAI error."""
+def error_message(body: bytes, status: str = "an error") -> str | None:
+    """The message of an error in a non-OpenAI shape (plain text, an HTML page, no body at all,
+    `{"error parsing…": …}`); None when the body already is an OpenAI error. `status` names
+    the error when the body says nothing."""
     try:
         value: Any = json.loads(body)
     except ValueError:
-        return body.decode(errors="replace").strip() or None
+        text = body.decode(errors="replace").strip()
+        if text.startswith("<"):  # a reverse proxy's error page: its words, not its markup
+            text = " ".join(_TAG.sub(" ", text).split())
+        return text[:MESSAGE_LIMIT] or f"the upstream answered {status} with no body"
     if isinstance(value, dict):
         if isinstance(value.get("error"), dict):
             return None
