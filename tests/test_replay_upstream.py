@@ -1,5 +1,6 @@
 """The replay upstream on loopback: recorded bytes, recorded chunking, routing, keep-alive."""
 
+import argparse
 import asyncio
 import json
 import os
@@ -19,8 +20,10 @@ from harmony_filter.recording import load_recording
 from harmony_filter.recording import make_recording
 from harmony_filter.recording import save_recording
 from harmony_filter.recording import upstream_chunks
+from harmony_filter.replay_upstream import Pace
 from harmony_filter.replay_upstream import choose
 from harmony_filter.replay_upstream import load_recordings
+from harmony_filter.replay_upstream import parse_pace
 from harmony_filter.replay_upstream import start_replay_upstream
 
 CHAT = "/v1/chat/completions"
@@ -29,7 +32,7 @@ CHAT = "/v1/chat/completions"
 def with_upstream(
     scenario: Callable[[httpx.AsyncClient], Awaitable[None]],
     paths: list[Path] | None = None,
-    pace: float = 0,
+    pace: Pace = 0,
 ) -> None:
     """Run `scenario` against a replay upstream on a free loopback port."""
 
@@ -113,6 +116,42 @@ def test_pace_spaces_the_chunks(tmp_path: Path) -> None:
         assert arrivals[-1][0] - arrivals[0][0] >= 2 * 0.05
 
     with_upstream(scenario, [tmp_path / "three.flow"], pace=0.05)
+
+
+def test_pace_recorded_plays_the_chunks_at_their_recorded_times(tmp_path: Path) -> None:
+    chunks = [b'data: {"a":1}\n\n', b'data: {"b":', b"2}\n\ndata: [DONE]\n\n"]
+    flow = make_recording(
+        {"model": "gpt-oss-20b", "messages": [], "stream": True},
+        200,
+        {"content-type": "text/event-stream"},
+        chunks,
+        "test",
+    )
+    flow.metadata["harmony"]["upstream_chunk_times"] = [0.2, 0.2, 0.5]
+    save_recording(flow, tmp_path / "timed.flow")
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        started = time.monotonic()
+        arrivals = []
+        async with client.stream("POST", CHAT, **chat_request(stream=True)) as response:
+            async for chunk in response.aiter_raw():
+                arrivals.append((time.monotonic() - started, chunk))
+        assert b"".join(chunk for _, chunk in arrivals) == b"".join(chunks)
+        assert arrivals[0][0] >= 0.2  # the first chunk came 0.2 s after the headers
+        assert arrivals[-1][0] - arrivals[0][0] >= 0.3 - 0.02
+
+    with_upstream(scenario, [tmp_path / "timed.flow"], pace="recorded")
+
+
+@pytest.mark.parametrize("text, pace", [("recorded", "recorded"), ("0", 0.0), ("0.25", 0.25)])
+def test_pace_is_seconds_or_recorded(text: str, pace: object) -> None:
+    assert parse_pace(text) == pace
+
+
+@pytest.mark.parametrize("text", ["-1", "fast", ""])
+def test_other_paces_are_refused(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_pace(text)
 
 
 def test_keep_alive_serves_several_requests_on_one_connection() -> None:

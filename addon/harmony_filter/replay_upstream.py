@@ -236,13 +236,13 @@ class ReplayUpstream:
         if offsets is None:
             writer.write(b"".join(chunks))
             return await writer.drain()
-        loop = asyncio.get_running_loop()
-        start = loop.time()
+        previous = 0.0
         for chunk, offset in zip(chunks, offsets, strict=True):
             if not chunk:
                 continue  # an empty chunk would end the body
-            if (delay := start + offset - loop.time()) > 0:
-                await asyncio.sleep(delay)
+            if offset > previous:  # at least the recorded gap between two chunks
+                await asyncio.sleep(offset - previous)
+            previous = offset
             writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             await writer.drain()
         writer.write(b"0\r\n\r\n")
@@ -338,7 +338,7 @@ for chunk in stream:
         if delta.get("content"):
             print(delta["content"], end="", flush=True)
         for call in delta.get("tool_calls") or ():
-            print(call, flush=True)
+            print(f"\\ntool call: {call}", flush=True)
         if choice.finish_reason:
             print(f"\\n[finish_reason: {choice.finish_reason}]")"""
 SHOW_MESSAGE = """\
