@@ -30,7 +30,7 @@ class Outcome:
     def observe(self, events: list[Event], deltas: list[Delta]) -> None:
         for event in events:
             if isinstance(event, Reasoning) and len(self.reasoning) < REASONING_KEEP_LIMIT:
-                self.reasoning += event.text
+                self.reasoning += event.text[: REASONING_KEEP_LIMIT - len(self.reasoning)]
         for delta in deltas:
             content = delta.get("content")
             if content:

@@ -1,0 +1,159 @@
+"""Load: concurrent streams through one mitmdump with the addon, each with its own marker. Every
+client gets exactly its own stream, complete and in order, and afterwards the addon holds no
+per-flow state and its caches are within their bounds. (`./run.sh bench --load` runs 100.)"""
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+from faulty_upstream import REASONING
+from faulty_upstream import TOOL_PIECES
+from faulty_upstream import FaultyUpstream
+from faulty_upstream import answer_text
+from faulty_upstream import faulty_upstream
+from faulty_upstream import stream_events
+from mitmproxy import flow as mitmflow
+from mitmproxy import http
+from mitmproxy.test import taddons
+from mitmproxy.test import tflow
+from state_probe import ProbedProxy
+from state_probe import is_idle
+from state_probe import probed_mitmdump
+
+from harmony_filter.addon import HarmonyFilter
+from harmony_filter.outcome import REASONING_KEEP_LIMIT
+from harmony_filter.pipeline import RewriteConfig
+from harmony_filter.reasoning_cache import ReasoningCache
+from harmony_filter.stream import StreamRewriter
+
+STREAMS = 20
+"""Concurrent answer streams (and a tool-call stream for every fourth)."""
+NUMBERS = 60
+"""Content events per answer stream: `<marker> 0 1 … 59.`"""
+PACE = 0.01
+"""Seconds between upstream events: each stream lasts long enough for all to overlap."""
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[tuple[str, FaultyUpstream]]:
+    with faulty_upstream() as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def proxy(
+    upstream: tuple[str, FaultyUpstream], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProbedProxy]:
+    with probed_mitmdump(upstream[0], tmp_path_factory.mktemp("confdir")) as proxy:
+        yield proxy
+
+
+async def one_stream(client: openai.AsyncOpenAI, marker: str, tool: bool) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"tools": TOOLS} if tool else {}
+    headers = {"x-fault": "tool" if tool else "ok", "x-numbers": str(NUMBERS), "x-pace": str(PACE)}
+    got: dict[str, Any] = {"content": "", "reasoning": "", "calls": [], "finish": None}
+    got["started"] = time.monotonic()
+    stream = await client.chat.completions.create(
+        model="gpt-oss-20b",
+        stream=True,
+        messages=[{"role": "user", "content": marker}],
+        extra_headers=headers,
+        **kwargs,
+    )
+    async for chunk in stream:
+        for choice in chunk.choices:
+            got["content"] += choice.delta.content or ""
+            got["reasoning"] += (choice.delta.model_extra or {}).get("reasoning_content") or ""
+            for call in choice.delta.tool_calls or ():
+                got["calls"].append((call.function.name, json.loads(call.function.arguments)))
+            got["finish"] = choice.finish_reason or got["finish"]
+    got["ended"] = time.monotonic()
+    return got
+
+
+async def run_streams(base_url: str) -> list[dict[str, Any]]:
+    async with openai.AsyncOpenAI(base_url=base_url, api_key="sk-test", max_retries=0) as client:
+        return await asyncio.gather(
+            *(one_stream(client, f"stream-{n:02d}", tool=n % 4 == 3) for n in range(STREAMS))
+        )
+
+
+def test_concurrent_streams_each_get_their_own_answer_whole_and_in_order(
+    proxy: ProbedProxy, upstream: tuple[str, FaultyUpstream]
+) -> None:
+    results = asyncio.run(run_streams(proxy.base_url))
+
+    assert max(r["started"] for r in results) < min(r["ended"] for r in results), "no overlap"
+    tool_calls = 0
+    for n, got in enumerate(results):
+        assert got["reasoning"] == REASONING, n
+        if n % 4 == 3:
+            assert got["content"] == "" and got["finish"] == "tool_calls"
+            assert got["calls"] == [("get_weather", {"city": "Paris"})]
+            tool_calls += 1
+        else:
+            assert got["content"] == answer_text(f"stream-{n:02d}", NUMBERS), n
+            assert got["finish"] == "stop" and got["calls"] == []
+    assert len(upstream[1].exchanges) == STREAMS
+
+    state = proxy.settled_state()
+    assert is_idle(state), state
+    # Every tool call's reasoning is kept for re-injection, within the cache's bound.
+    assert state["reasoning_cache"] == tool_calls <= state["reasoning_cache_bound"]
+
+
+# -- bounds, in process ------------------------------------------------------------------
+
+
+def test_the_reasoning_cache_stays_within_its_bound_under_many_entries() -> None:
+    cache = ReasoningCache()
+    for n in range(20 * cache.max_entries):
+        cache.remember([f"call_{n}"], f"reasoning {n}")
+        assert len(cache) <= cache.max_entries
+    last = 20 * cache.max_entries - 1
+    assert cache.recall(f"call_{last}") == f"reasoning {last}"
+    assert cache.recall(f"call_{last - cache.max_entries}") is None  # evicted
+
+
+def test_a_long_reasoning_is_kept_only_up_to_its_limit() -> None:
+    """One huge reasoning delta must not make a huge cache entry."""
+    rewriter = StreamRewriter(RewriteConfig())
+    long_reasoning = "<|channel|>analysis<|message|>" + "why " * REASONING_KEEP_LIMIT
+    body = b"".join(stream_events([long_reasoning, *TOOL_PIECES[5:]]))
+    rewriter(body)
+    rewriter(b"")
+    assert rewriter.outcome.tool_call_ids
+    assert 0 < len(rewriter.outcome.reasoning) <= REASONING_KEEP_LIMIT
+
+
+def test_many_flows_through_the_hooks_leave_nothing_behind_but_the_bounded_cache() -> None:
+    addon = HarmonyFilter()
+    addon.reasoning_cache = ReasoningCache(max_entries=8)
+    body = b"".join(stream_events(TOOL_PIECES))
+    with taddons.context(addon):
+        for n in range(50):
+            request = {"model": "gpt-oss-20b", "stream": True, "messages": [], "tools": TOOLS}
+            flow = tflow.tflow(
+                req=http.Request.make(
+                    "POST", "http://127.0.0.1:8000/v1/chat/completions", json.dumps(request)
+                )
+            )
+            addon.request(flow)
+            flow.response = http.Response.make(200, b"", {"content-type": "text/event-stream"})
+            addon.responseheaders(flow)
+            assert callable(flow.response.stream)
+            out = flow.response.stream(body) + flow.response.stream(b"")
+            assert b"get_weather" in b"".join(out)
+            if n % 2:
+                addon.response(flow)
+            else:
+                flow.error = mitmflow.Error("Client disconnected.")
+                addon.error(flow)
+    assert len(addon.reasoning_cache) == 8
+    tables = {k: len(v) for k, v in vars(addon).items() if isinstance(v, dict | list | set)}
+    assert not any(tables.values()), tables
