@@ -578,7 +578,8 @@ class HarmonyFilter:
             self.reasoning_cache.remember(outcome.tool_call_ids, outcome.reasoning)
         info.update(outcome.summary())
         info["outcome"] = "rewritten"
-        if outcome.first_output_at is not None:
+        if outcome.first_output_at is not None and flow.live:
+            # (A loaded or replayed flow's request time is from the recording, not from now.)
             info["ttfc_ms"] = round(
                 (outcome.first_output_at - flow.request.timestamp_start) * 1e3, 1
             )
