@@ -140,6 +140,19 @@ def test_other_flows_are_untouched(flow: http.HTTPFlow) -> None:
         assert flow.response.content == completion(RAW)
 
 
+def test_a_request_streamed_upstream_is_left_alone(caplog: pytest.LogCaptureFixture) -> None:
+    """Past stream_large_bodies mitmproxy streams the request body on: too late to fix it."""
+    addon = HarmonyFilter()
+    flow = chat_flow()
+    flow.request.stream = True
+    with taddons.context(addon):
+        addon.request(flow)
+        flow.response = http.Response.make(200, b"", {"content-type": "text/event-stream"})
+        addon.responseheaders(flow)
+        assert "harmony" not in flow.metadata and flow.response.stream is True  # untouched
+        assert "larger than stream_large_bodies" in caplog.text
+
+
 def test_upstream_errors_reach_the_client_unchanged() -> None:
     addon = HarmonyFilter()
     with taddons.context(addon):

@@ -327,6 +327,13 @@ class HarmonyFilter:
         # A flow read from a file (-r) arrives with its response: still ours to rewrite.
         if flow.error or (flow.response and flow.live) or not self._is_ours(flow):
             return
+        if flow.request.stream:
+            logger.warning(
+                "harmony-filter: %s: request body larger than stream_large_bodies was streamed "
+                "upstream; passing through unfiltered",
+                redacted_url(flow.request),
+            )
+            return
         body = parse_json_object(flow.request.content)
         if body is None:
             logger.warning(
