@@ -35,18 +35,17 @@ class SseDecoder:
                 data, self._cr_held = data[:-1], True
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         # The old buffer holds no event end, so only its last byte can start one.
-        end = (self._buf[-1:] + data).find(b"\n\n")
+        buf = self._buf + data if self._buf else data
+        end = buf.find(b"\n\n", max(0, len(self._buf) - 1))
         if end < 0:
-            self._buf += data
+            self._buf = buf
             return []
-        buf = self._buf + data
-        end += max(0, len(self._buf) - 1)
         events = []
         start = 0
         while end >= 0:
-            block = buf[start:end]
-            if block.strip(b"\n"):
-                events.append(parse_event(block.lstrip(b"\n")))
+            block = buf[start:end].lstrip(b"\n")  # (never ends in LF: `end` is the first LF LF)
+            if block:
+                events.append(parse_event(block))
             start = end + 2
             end = buf.find(b"\n\n", start)
         self._buf = buf[start:]
@@ -61,9 +60,13 @@ class SseDecoder:
 def parse_event(block: bytes) -> SseEvent:
     replaced = False
     try:
-        block.decode()
+        text = block.decode()
     except UnicodeDecodeError:
-        block, replaced = block.decode(errors="replace").encode(), True
+        text = block.decode(errors="replace")
+        block, replaced = text.encode(), True
+    if text.startswith("data:") and "\n" not in text:  # the usual event: one data line
+        data = text[6:] if text.startswith(" ", 5) else text[5:]
+        return SseEvent(block + b"\n\n", data, [], replaced)
     data_lines: list[bytes] = []
     fields: list[bytes] = []
     for line in block.split(b"\n"):
@@ -77,5 +80,5 @@ def parse_event(block: bytes) -> SseEvent:
 
 
 def encode_event(data: str, fields: list[bytes] | None = None) -> bytes:
-    head = b"".join(line + b"\n" for line in fields) if fields else b""
+    head = b"\n".join(fields) + b"\n" if fields else b""
     return head + b"data: " + data.encode() + b"\n\n"
