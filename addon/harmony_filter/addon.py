@@ -334,7 +334,7 @@ class HarmonyFilter:
                 redacted_url(flow.request),
             )
             return
-        body = parse_json_object(flow.request.content)
+        body = parse_json_object(flow.request.get_content(strict=False))
         if body is None:
             logger.warning(
                 "harmony-filter: %s: request body is not a JSON object; passing through",
@@ -412,7 +412,7 @@ class HarmonyFilter:
         if info is None or response is None:
             return
         if capture is not None and not capture.upstream_chunks:
-            capture.upstream_body = response.content
+            capture.upstream_body = response.get_content(strict=False)
         self._rewrite(flow, info, config, rewriter)
         if not callable(response.stream):
             response.headers[OUTCOME_HEADER] = outcome_header(info)
@@ -530,7 +530,7 @@ class HarmonyFilter:
         """A tool-parse error that carries the model's text may be a good answer after all;
         any other error reaches the client in OpenAI's error format."""
         assert flow.response
-        body = flow.response.content or b""
+        body = flow.response.get_content(strict=False) or b""  # as sent, if it does not decode
         generation = failed_generation(body)
         if generation is not None:
             completion = {

@@ -58,7 +58,8 @@ def request_view(
 ) -> RequestView:
     """Read a chat request (as the client sent it) into a RequestView."""
     tools: dict[str, dict[str, Any]] = {}
-    for tool in body.get("tools") or ():
+    declared = body.get("tools")
+    for tool in declared if isinstance(declared, list) else ():
         function = tool.get("function") if isinstance(tool, dict) else None
         if isinstance(function, dict) and isinstance(function.get("name"), str):
             parameters = function.get("parameters")
