@@ -35,6 +35,8 @@ ENVELOPE = {
 REASONING = "Think first."
 TOOL_ARGUMENTS = '{"city":"Paris"}'
 BIG_EVENT_BYTES = 5 * 1024 * 1024
+RETRY_AFTER = "7"
+"""The retry-after header of every 429."""
 MAX_HEAD = 64 * 1024
 
 
@@ -317,7 +319,9 @@ class FaultyUpstream:
         }[script.framing]
         head = (
             f"HTTP/1.1 {script.status} {HTTPStatus(script.status).phrase}\r\n"
-            f"content-type: {script.content_type}\r\n{framing}\r\n"
+            f"content-type: {script.content_type}\r\n{framing}"
+            + (f"retry-after: {RETRY_AFTER}\r\n" if script.status == 429 else "")
+            + "\r\n"
         )
         chunked = script.framing == "chunked"
         wire = [b"%x\r\n%s\r\n" % (len(p), p) if chunked else p for p in script.pieces]

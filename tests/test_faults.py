@@ -21,6 +21,7 @@ import pytest
 from faulty_upstream import BIG_EVENT_BYTES
 from faulty_upstream import FAULTS
 from faulty_upstream import REASONING
+from faulty_upstream import RETRY_AFTER
 from faulty_upstream import FaultyUpstream
 from faulty_upstream import answer_text
 from faulty_upstream import faulty_upstream
@@ -275,6 +276,8 @@ def test_upstream_fault(
         assert getattr(got.error, "status_code", None) == case.status
         if case.fault != "json-cut-short":  # mitmproxy's own page; see the README
             assert got.openai_error, f"not an OpenAI error: {got.error!r}"
+        if case.status == 429:  # the client's back-off needs it
+            assert got.error.response.headers.get("retry-after") == RETRY_AFTER
     if case.error is openai.APITimeoutError:
         assert CLIENT_TIMEOUT <= took < CLIENT_TIMEOUT + 2  # the client's timeout decided
     assert proxy.lines_since(start, case.log), "\n".join(proxy.process.lines[start:])

@@ -84,9 +84,11 @@ async def run_streams(base_url: str) -> list[dict[str, Any]]:
 
 
 def test_concurrent_streams_each_get_their_own_answer_whole_and_in_order(
-    proxy: ProbedProxy, upstream: tuple[str, FaultyUpstream]
+    proxy: ProbedProxy, upstream: tuple[str, FaultyUpstream], capsys: pytest.CaptureFixture
 ) -> None:
+    began = time.monotonic()
     results = asyncio.run(run_streams(proxy.base_url))
+    took = time.monotonic() - began
 
     assert max(r["started"] for r in results) < min(r["ended"] for r in results), "no overlap"
     tool_calls = 0
@@ -100,6 +102,12 @@ def test_concurrent_streams_each_get_their_own_answer_whole_and_in_order(
             assert got["content"] == answer_text(f"stream-{n:02d}", NUMBERS), n
             assert got["finish"] == "stop" and got["calls"] == []
     assert len(upstream[1].exchanges) == STREAMS
+    delivered = sum(len(r["content"].encode()) + len(r["reasoning"].encode()) for r in results)
+    with capsys.disabled():
+        print(
+            f"\nload: {STREAMS} concurrent streams held for {took:.1f} s, "
+            f"{delivered} bytes of answers delivered, 0 lost"
+        )
 
     state = proxy.settled_state()
     assert is_idle(state), state
