@@ -250,6 +250,13 @@ def test_a_stream_that_ended_properly_gets_no_error(body: bytes) -> None:
     assert b"upstream_stream_cut_short" not in out
 
 
+def test_a_stream_cut_mid_event_says_only_that_it_was_cut_short() -> None:
+    rewriter = StreamRewriter(RewriteConfig())
+    body = sse(delta(content="<|channel|>final<|message|>Hi"), done=False) + b'data: {"choi'
+    out = b"".join(rewriter(body) + rewriter(b""))
+    assert from_sse(out)["content"] == "Hi" and rewriter.warnings == ["upstream-stream-cut-short"]
+
+
 def test_an_empty_stream_is_cut_short() -> None:
     out, _ = run(b"")
     assert sse_chunks(out)[0]["error"]["code"] == "upstream_stream_cut_short"

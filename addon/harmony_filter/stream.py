@@ -101,7 +101,7 @@ class StreamRewriter:
                 out.append(event.raw)
                 continue
             try:
-                out += self._on_event(event)
+                out += self._on_event(event, cut_off=not data)
             except Exception:
                 logger.exception(
                     "harmony-filter: cannot rewrite an SSE event; passing the rest through"
@@ -160,7 +160,8 @@ class StreamRewriter:
 
     # -- events ---------------------------------------------------------------------------
 
-    def _on_event(self, event: SseEvent) -> list[bytes]:
+    def _on_event(self, event: SseEvent, cut_off: bool = False) -> list[bytes]:
+        """`cut_off`: the event lacks its blank line (the body ended there)."""
         if event.replaced:
             self._warn(
                 "invalid-utf8-replaced",
@@ -175,10 +176,12 @@ class StreamRewriter:
         try:
             chunk = _loads(data)
         except ValueError:
-            self._warn(
-                "invalid-json-event-dropped",
-                "an upstream event was not JSON: dropped it (an OpenAI client would stop on it)",
-            )
+            if not cut_off:  # a cut-off one is the end of a stream cut short: said in _end
+                self._warn(
+                    "invalid-json-event-dropped",
+                    "an upstream event was not JSON: dropped it (an OpenAI client would stop on "
+                    "it)",
+                )
             return []
         choices = chunk.get("choices") if isinstance(chunk, dict) else None
         if not isinstance(choices, list):
