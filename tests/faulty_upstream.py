@@ -33,7 +33,6 @@ ENVELOPE = {
     "model": "gpt-oss-20b",
 }
 REASONING = "Think first."
-TOOL_ARGUMENTS = '{"city":"Paris"}'
 BIG_EVENT_BYTES = 5 * 1024 * 1024
 RETRY_AFTER = "7"
 """The retry-after header of every 429."""
