@@ -13,8 +13,7 @@ from types import MethodType
 from types import ModuleType
 from typing import Any
 
-from upstream import event_bodies
-from upstream import stamped
+from upstream import sse_events
 from workload import Tokenizer
 from workload import Turn
 from workload import answer_turn
@@ -31,7 +30,7 @@ HELD_CHECKPOINTS = 4
 def measure(tokenizer: Tokenizer, tokens: int, seconds: float, held_tokens: int) -> dict[str, Any]:
     turn = answer_turn(tokenizer, tokens)
     size = len(turn.text.encode())
-    events = [*sse_events(turn), b"data: [DONE]\n\n"]
+    events = [*sse_events(turn.pieces), b"data: [DONE]\n\n"]
     token_ids = [token for ids in turn.token_ids for token in ids]
 
     def throughput(work: Callable[[], object]) -> dict[str, float]:
@@ -82,14 +81,10 @@ def _best_seconds(work: Callable[[], object], budget: float) -> float:
     return best
 
 
-def sse_events(turn: Turn) -> list[bytes]:
-    return [stamped(event) for event in event_bodies(turn.pieces)]
-
-
 def held_memory(turn: Turn) -> list[dict[str, int]]:
     """Bytes reachable from one stream's rewriter at even steps through the turn: exactly what
     the stream holds, unlike a process's RSS (or tracemalloc, which counts free lists)."""
-    events = sse_events(turn)
+    events = sse_events(turn.pieces)
     marks = {len(events) * step // HELD_CHECKPOINTS for step in range(1, HELD_CHECKPOINTS + 1)}
     rewriter = StreamRewriter(RewriteConfig())
     points = []

@@ -13,6 +13,7 @@ from typing import Any
 from client import Response
 from client import stream
 from faulty_upstream import REASONING  # in tests/
+from faulty_upstream import answer_pieces
 from faulty_upstream import answer_text
 from measure import PeakRss
 from measure import Target
@@ -49,7 +50,12 @@ async def load_run(streams: int, numbers: int, waves: int) -> dict[str, Any]:
             ]
     finally:
         upstream.stop()
-    return {"streams": streams, "numbers": numbers, "pace_s": PACE_S, "waves": results}
+    return {
+        "streams": streams,
+        "events_per_stream": len(answer_pieces("", numbers)) + 1,  # and the finish
+        "pace_s": PACE_S,
+        "waves": results,
+    }
 
 
 async def _wave(port: int, wave: int, streams: int, numbers: int) -> list[Response]:

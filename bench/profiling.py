@@ -29,7 +29,7 @@ async def profile_during(work: Awaitable[Any], pid: int, output: Path) -> dict[s
         return {"error": "py-spy is not installed (./run.sh bench installs the bench extra)"}
     spy = subprocess.Popen(
         [command, "record", "--pid", str(pid), "--rate", str(SAMPLE_RATE), "--format", "raw"]
-        + ["--output", str(output)],
+        + ["--gil", "--output", str(output)],  # --gil: busy time only, not waits for input
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

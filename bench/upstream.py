@@ -5,12 +5,13 @@ without a reasoning parser (Harmony text in delta.content, one token per event).
 
 TURNS.json maps a turn name to its pieces (see workload.py). A client picks the turn with the
 `x-bench-turn` header and the pace with `x-bench-pace-us` (microseconds between events, 0: as
-fast as the server can write). Each event carries its send time (`time.monotonic_ns()`, the same
-clock in every process) in an SSE `id:` field, which the filter keeps on the events it rewrites,
-so the client can tell each event's delay; the JSON envelope stays the same for the whole stream,
-as a real server's does. The response headers say when the request arrived
-(`x-bench-received-ns`: the upstream's own time can be told from the proxy's) and how many events
-follow (`x-bench-events`).
+fast as the server can write). A paced event carries its send time (`time.monotonic_ns()`, the
+same clock in every process) in an SSE `id:` line, which the filter keeps on the events it
+rewrites, so the client can tell each event's delay; at full speed events go out as a real
+server's do, one `data:` line each (delays there would only measure queueing). The JSON envelope
+stays the same for the whole stream, as a real server's does. The response headers say when the
+request arrived (`x-bench-received-ns`: the upstream's own time can be told from the proxy's) and
+how many events follow (`x-bench-events`).
 """
 
 import asyncio
@@ -28,20 +29,20 @@ _ENVELOPE_TAIL = (
 )
 
 
-def event_bodies(pieces: list[str]) -> list[bytes]:
-    """Each event without its time stamp: the role first, one token each, then the finish."""
+def sse_events(pieces: list[str]) -> list[bytes]:
+    """The role first, one token an event, then the finish."""
     deltas = [{"role": "assistant", "content": None}] + [{"content": p} for p in pieces] + [{}]
     events = []
     for position, delta in enumerate(deltas):
         finish = "stop" if position == len(deltas) - 1 else None
         choice = {"delta": delta, "finish_reason": finish, "index": 0}
         choice_json = json.dumps(choice, ensure_ascii=False, separators=(",", ":")).encode()
-        events.append(b'\ndata: {"choices":[' + choice_json + b"]," + _ENVELOPE_TAIL)
+        events.append(b'data: {"choices":[' + choice_json + b"]," + _ENVELOPE_TAIL)
     return events
 
 
-def stamped(event_body: bytes) -> bytes:
-    return b"id: %d%s" % (time.monotonic_ns(), event_body)
+def stamped(event: bytes) -> bytes:
+    return b"id: %d\n%s" % (time.monotonic_ns(), event)
 
 
 def chunked(data: bytes) -> bytes:
@@ -50,7 +51,7 @@ def chunked(data: bytes) -> bytes:
 
 class Upstream:
     def __init__(self, turns: dict[str, list[str]]) -> None:
-        self.events = {name: event_bodies(pieces) for name, pieces in turns.items()}
+        self.events = {name: sse_events(pieces) for name, pieces in turns.items()}
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -87,7 +88,7 @@ class Upstream:
                     await asyncio.sleep(delay)
             elif position % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-            writer.write(chunked(stamped(event)))
+            writer.write(chunked(stamped(event) if pace else event))
             await writer.drain()
         writer.write(chunked(b"data: [DONE]\n\n") + b"0\r\n\r\n")
         await writer.drain()
