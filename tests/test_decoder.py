@@ -1,6 +1,7 @@
 """The Harmony decoder: routing, damaged shapes, and invariance under any chunking."""
 
 import pytest
+from hypothesis import example
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -227,6 +228,7 @@ HARMONYISH = st.lists(st.one_of(PIECES, st.text(max_size=5)), max_size=30).map("
 
 @settings(max_examples=300, deadline=None)
 @given(HARMONYISH, st.lists(st.integers(0, 200), max_size=20))
+@example("<|message|>", [11])  # an empty piece in a message body is no event
 def test_never_raises_never_leaks_and_is_chunking_invariant(text: str, cuts: list[int]) -> None:
     whole, _ = decode(text)
     pieces = feed_in_pieces(text, [c for c in cuts if c <= len(text)])

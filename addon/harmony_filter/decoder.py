@@ -89,6 +89,8 @@ class HarmonyDecoder:
     # -- public ---------------------------------------------------------------------------
 
     def feed(self, text: str) -> list[Event]:
+        if not text:
+            return []
         if self._state == _BODY and not self._pending and "<" not in text:
             return self._body_text(text)  # the hot path: one token of message text
         out: list[Event] = []
