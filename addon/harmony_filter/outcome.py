@@ -11,6 +11,7 @@ from .openai_shapes import Delta
 
 REASONING_KEEP_LIMIT = 64 * 1024
 """How much reasoning we keep per response (for re-injection); the stream itself is not limited."""
+_PARTS_BEFORE_JOIN = 256
 
 
 @dataclass(slots=True)
@@ -20,7 +21,10 @@ class Outcome:
     repairs: list[str] = field(default_factory=list)
     """Repairs that needed the request (tool names, arguments, wrapped answers, …)."""
     tool_call_ids: list[str] = field(default_factory=list)
-    reasoning: str = ""
+    reasoning_parts: list[str] = field(default_factory=list)
+    """The reasoning kept, in pieces joined now and then: not copied whole per event, and not
+    one string object per token either."""
+    reasoning_kept: int = 0
     content_chars: int = 0
     finish_reason: str | None = None
     first_output_at: float | None = None
@@ -29,8 +33,12 @@ class Outcome:
 
     def observe(self, events: list[Event], deltas: list[Delta]) -> None:
         for event in events:
-            if isinstance(event, Reasoning) and len(self.reasoning) < REASONING_KEEP_LIMIT:
-                self.reasoning += event.text[: REASONING_KEEP_LIMIT - len(self.reasoning)]
+            if isinstance(event, Reasoning) and self.reasoning_kept < REASONING_KEEP_LIMIT:
+                text = event.text[: REASONING_KEEP_LIMIT - self.reasoning_kept]
+                self.reasoning_parts.append(text)
+                self.reasoning_kept += len(text)
+                if len(self.reasoning_parts) >= _PARTS_BEFORE_JOIN:
+                    self.reasoning_parts[:] = ["".join(self.reasoning_parts)]
         for delta in deltas:
             content = delta.get("content")
             if content:
@@ -40,6 +48,10 @@ class Outcome:
             for call in delta.get("tool_calls") or ():
                 if call.get("id"):
                     self.tool_call_ids.append(call["id"])
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(self.reasoning_parts)
 
     def add_recoveries(self, names: list[str]) -> None:
         _extend_unique(self.recoveries, names)

@@ -65,8 +65,8 @@ def parse_event(block: bytes) -> SseEvent:
         text = block.decode(errors="replace")
         block, replaced = text.encode(), True
     if text.startswith("data:") and "\n" not in text:  # the usual event: one data line
-        data = text[6:] if text.startswith(" ", 5) else text[5:]
-        return SseEvent(block + b"\n\n", data, [], replaced)
+        payload = text[6:] if text.startswith(" ", 5) else text[5:]
+        return SseEvent(block + b"\n\n", payload, [], replaced)
     data_lines: list[bytes] = []
     fields: list[bytes] = []
     for line in block.split(b"\n"):

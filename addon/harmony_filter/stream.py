@@ -38,7 +38,7 @@ def _compact_json() -> Callable[[Any], str]:
     JSONEncoder.encode make a new one per call, a third of what encoding a chunk costs."""
     encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
     try:
-        from json.encoder import c_make_encoder
+        from json.encoder import c_make_encoder  # type: ignore[attr-defined]
         from json.encoder import encode_basestring
 
         encode = c_make_encoder(
@@ -50,7 +50,7 @@ def _compact_json() -> Callable[[Any], str]:
 
 
 _to_json = _compact_json()
-_SCAN = json.JSONDecoder().scan_once
+_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def _loads(data: str) -> Any:
