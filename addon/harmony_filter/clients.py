@@ -10,6 +10,7 @@ Fingerprints come from the clients' sources; see the README section on request f
 """
 
 import re
+from collections.abc import Iterable
 from collections.abc import Mapping
 from typing import Any
 
@@ -171,7 +172,7 @@ _SDK_USER_AGENT = re.compile(r"^OpenAI/(?:Python|JS)\b", re.I)
 
 def detect_client(headers: Mapping[str, str], body: Any) -> str:
     """Name the client (one of CLIENTS) from the request headers and its parsed JSON body."""
-    lowered = {str(name).lower(): str(value) for name, value in headers.items()}
+    lowered = header_map(headers.items())
     return (
         _by_headers(lowered)
         or _by_system_prompt(body)
@@ -180,6 +181,17 @@ def detect_client(headers: Mapping[str, str], body: Any) -> str:
         or _by_zed_body(body)
         or "unknown"
     )
+
+
+def header_map(fields: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Header fields by lower-case name, repeated ones joined with ", " as HTTP folds them. Fed
+    mitmproxy's `headers.items(multi=True)` it is one pass; its plain `items()` looks every name
+    up again in the whole list."""
+    found: dict[str, str] = {}
+    for name, value in fields:
+        name = str(name).lower()
+        found[name] = f"{found[name]}, {value}" if name in found else str(value)
+    return found
 
 
 def system_prompt(body: Any) -> str:
