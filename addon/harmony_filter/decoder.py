@@ -111,6 +111,13 @@ class HarmonyDecoder:
             self._on_text(tail, out)
         return out
 
+    def steady_body_event(self) -> type[Content] | type[Reasoning] | None:
+        """What a text piece without `<` becomes when feeding it would change nothing here
+        (inside a content or reasoning body, nothing held, the turn already said something)."""
+        if self._state != _BODY or self._pending or not self._emitted:
+            return None
+        return _STEADY_EVENTS.get(self._kind)
+
     def close(self) -> list[Event]:
         """End of output: flush what is held and close an open message."""
         out: list[Event] = []
@@ -297,6 +304,10 @@ class HarmonyDecoder:
 
 
 _TERMINATORS = ("end", "call", "return", "start", "channel")
+_STEADY_EVENTS: dict[str, type[Content] | type[Reasoning]] = {
+    _CONTENT: Content,
+    _REASONING: Reasoning,
+}
 
 
 def decode(text: str, builtin_tools: str = "drop") -> tuple[list[Event], HarmonyDecoder]:

@@ -265,6 +265,11 @@ class DialectTranslator:
         )
         return self._translator.feed("")
 
+    @property
+    def passes_through(self) -> bool:
+        """Plain Harmony (or clean text) found: every piece passes untouched from now on."""
+        return self._translator is None and not self._sniffing
+
     def close(self) -> str:
         """End of the turn: give back what is held."""
         if self._translator is not None:

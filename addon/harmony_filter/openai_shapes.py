@@ -58,6 +58,18 @@ class DeltaEncoder:
         """Deltas that close what is open at the end of the choice."""
         return self._close_think()
 
+    def steady_keys(self, kind: type[Content] | type[Reasoning]) -> tuple[str, ...] | None:
+        """The delta keys a text event of this kind is encoded under, each with the text as is,
+        when encoding it changes nothing here (None: it would open or close `<think>`)."""
+        if kind is Content:
+            return None if self._think_open else ("content",)
+        mode = self.style.reasoning
+        if mode == "both":
+            return ("reasoning_content", "reasoning")
+        if mode == "think":
+            return ("content",) if self._think_open else None
+        return () if mode == "drop" else (mode,)
+
     def finish_reason(self, upstream: str | None) -> str:
         if upstream == "length":
             return "length"

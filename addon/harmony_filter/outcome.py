@@ -33,21 +33,31 @@ class Outcome:
 
     def observe(self, events: list[Event], deltas: list[Delta]) -> None:
         for event in events:
-            if isinstance(event, Reasoning) and self.reasoning_kept < REASONING_KEEP_LIMIT:
-                text = event.text[: REASONING_KEEP_LIMIT - self.reasoning_kept]
-                self.reasoning_parts.append(text)
-                self.reasoning_kept += len(text)
-                if len(self.reasoning_parts) >= _PARTS_BEFORE_JOIN:
-                    self.reasoning_parts[:] = ["".join(self.reasoning_parts)]
+            if isinstance(event, Reasoning):
+                self.keep_reasoning(event.text)
         for delta in deltas:
             content = delta.get("content")
             if content:
-                self.content_chars += len(content)
-            if self.first_output_at is None and (content or delta.get("tool_calls")):
+                self.count_content(content)
+            elif self.first_output_at is None and delta.get("tool_calls"):
                 self.first_output_at = time.time()
             for call in delta.get("tool_calls") or ():
                 if call.get("id"):
                     self.tool_call_ids.append(call["id"])
+
+    def keep_reasoning(self, text: str) -> None:
+        if self.reasoning_kept < REASONING_KEEP_LIMIT:
+            text = text[: REASONING_KEEP_LIMIT - self.reasoning_kept]
+            self.reasoning_parts.append(text)
+            self.reasoning_kept += len(text)
+            if len(self.reasoning_parts) >= _PARTS_BEFORE_JOIN:
+                self.reasoning_parts[:] = ["".join(self.reasoning_parts)]
+
+    def count_content(self, text: str) -> None:
+        """Non-empty content went to the client."""
+        self.content_chars += len(text)
+        if self.first_output_at is None:
+            self.first_output_at = time.time()
 
     @property
     def reasoning(self) -> str:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
+from .events import Content
+from .events import Reasoning
 from .openai_shapes import Delta
 from .openai_shapes import DeltaEncoder
 from .openai_shapes import OutputStyle
@@ -39,6 +41,25 @@ class ChoicePipeline:
         deltas = self.encoder.encode(events)
         self.outcome.observe(events, deltas)
         return deltas
+
+    def steady_text(self) -> tuple[type[Content] | type[Reasoning], tuple[str, ...]] | None:
+        """When a `content` piece without `<` would pass every layer changing nothing but the
+        outcome: the event it becomes and the delta keys it goes out under, each with the piece
+        as is (for StreamRewriter's fast path)."""
+        kind = self.decoder.steady_text_event()
+        if kind is None or not self.repairer.passes_unchanged(kind):
+            return None
+        keys = self.encoder.steady_keys(kind)
+        return None if keys is None else (kind, keys)
+
+    def observe_steady_text(
+        self, kind: type[Content] | type[Reasoning], keys: tuple[str, ...], text: str
+    ) -> None:
+        """What `feed` would have noted in the outcome for such a piece."""
+        if kind is Reasoning:
+            self.outcome.keep_reasoning(text)
+        if "content" in keys:
+            self.outcome.count_content(text)
 
     def close(self) -> list[Delta]:
         events = self.repairer.feed(self.decoder.close()) + self.repairer.close()

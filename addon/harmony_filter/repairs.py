@@ -16,6 +16,7 @@ from typing import Any
 from .clients import system_prompt
 from .events import Content
 from .events import Event
+from .events import Reasoning
 from .events import ToolCallArgs
 from .events import ToolCallBegin
 from .events import ToolCallEnd
@@ -236,6 +237,14 @@ class Repairer:
                 case _:
                     out.append(event)
         return out
+
+    def passes_unchanged(self, kind: type[Content] | type[Reasoning]) -> bool:
+        """An event of this kind would go through as it is, changing nothing here: reasoning
+        until a stop string ends the answer; content once the answer flows (not held back for a
+        call check, already said, no stop strings to look for)."""
+        if self.stopped:
+            return False
+        return kind is not Content or (self._held is None and self._said and not self.view.stops)
 
     def close(self) -> list[Event]:
         out: list[Event] = []

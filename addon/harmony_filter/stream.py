@@ -14,11 +14,14 @@ client learns that it was cut short.
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .events import Content
+from .events import Reasoning
 from .openai_shapes import Delta
 from .openai_shapes import make_chunk
 from .outcome import Outcome
@@ -69,7 +72,38 @@ class _Choice:
     finished: bool = False
 
 
+_scan_string = json.decoder.scanstring  # type: ignore[attr-defined]
+_encode_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_CONTENT_VALUE = re.compile(r'"content"\s*:\s*"')
+_SENTINEL = "\x00harmony-filter\x00"
+
+
+@dataclass(slots=True)
+class _SteadyText:
+    """The fast path for the usual event of a raw-Harmony stream: one token of message text in
+    `{"choices":[{"delta":{"content":"tok"},…}],…}`, the same around it as in the last event.
+
+    After an event like that leaves every layer in a steady state (see
+    ChoicePipeline.steady_text), the next event whose JSON is the same text around another
+    content string would do exactly what this one did with other text: so we skip parsing
+    it, the pipeline and the chunk's encoding, and write the chunk from its JSON pieces.
+    Anything else (another shape, a `<`, a finish, a cut event) takes the full path."""
+
+    head: str
+    """The event's JSON before the content string (its quote excluded), and after it."""
+    tail: str
+    choice: _Choice
+    index: int
+    kind: type[Content] | type[Reasoning]
+    keys: tuple[str, ...]
+    pieces: list[str] | None = None
+    """The chunk's JSON split where the text goes (None until the next event matches)."""
+
+
 class StreamRewriter:
+    fast_path = True
+    """Off only to check, in the tests, that the fast path changes nothing."""
+
     def __init__(self, config: RewriteConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.outcome = Outcome()
@@ -85,6 +119,8 @@ class StreamRewriter:
         self._upstream_error = False  # the upstream sent an error event
         self._clock = clock
         self._started = clock()
+        self._steady: _SteadyText | None = None
+        self._steady_failed = False  # the content string could not be pinned: no fast path
 
     def __call__(self, data: bytes) -> list[bytes]:
         self.calls += 1
@@ -170,6 +206,11 @@ class StreamRewriter:
         data = event.data
         if data is None:
             return [event.raw]  # comments, keep-alives
+        if self._steady is not None:
+            fast = self._steady_event(self._steady, data, event.fields)
+            if fast is not None:
+                return fast
+            self._steady = None
         if data.strip() == "[DONE]":
             self._done = True
             return self._close_choices() + [event.raw]
@@ -196,7 +237,76 @@ class StreamRewriter:
         for choice in choices:
             if isinstance(choice, dict):
                 out += self._on_choice(choice, event.fields)
+        if self.fast_path and len(choices) == 1 and not self._steady_failed:
+            self._steady = self._steady_after(data, choices[0])
         return out
+
+    # -- the fast path --------------------------------------------------------------------
+
+    def _steady_after(self, data: str, choice: Any) -> _SteadyText | None:
+        """The fast path for events like this one, if it was one token of text that left its
+        choice steady."""
+        if not isinstance(choice, dict) or choice.get("finish_reason") is not None:
+            return None
+        delta, index = choice.get("delta"), choice.get("index")
+        if not (isinstance(delta, dict) and delta.keys() == {"content"} and type(index) is int):
+            return None
+        state = self._choices[index]
+        steady = state.pipeline.steady_text()
+        if steady is None or state.finished or not state.role_sent or "usage" in self._envelope:
+            return None
+        found = _CONTENT_VALUE.match(data, max(0, data.rfind('"content"')))
+        if found is None:
+            return None
+        try:
+            text, end = _scan_string(data, found.end())
+        except ValueError:
+            return None
+        if text != delta["content"]:
+            return None
+        head, tail = data[: found.end() - 1], data[end:]
+        return _SteadyText(head, tail, state, index, *steady)
+
+    def _steady_event(
+        self, steady: _SteadyText, data: str, fields: list[bytes]
+    ) -> list[bytes] | None:
+        """The event on the fast path, or None when it must take the full one."""
+        head, tail = steady.head, steady.tail
+        start, stop = len(head), len(data) - len(tail)
+        if stop <= start or not (data.startswith(head) and data.endswith(tail)):
+            return None
+        if data[start] != '"':
+            return None
+        try:
+            text, end = _scan_string(data, start + 1)
+        except ValueError:
+            return None
+        if end != stop or not text or "<" in text:
+            return None
+        if steady.pieces is None and not self._pin(steady):
+            self._steady_failed = True
+            return None
+        steady.choice.pipeline.observe_steady_text(steady.kind, steady.keys, text)
+        if steady.pieces is None or not steady.keys:
+            return []
+        return [encode_event(_encode_string(text).join(steady.pieces), fields)]
+
+    def _pin(self, steady: _SteadyText) -> bool:
+        """Prove that the string between head and tail is the choice's content (not another
+        string, nor a duplicate key's), and split the chunk those events make."""
+        try:
+            probe = _loads(steady.head + _encode_string(_SENTINEL) + steady.tail)
+            if probe["choices"][0]["delta"]["content"] != _SENTINEL:
+                return False
+        except (ValueError, LookupError, TypeError):
+            return False
+        delta = dict.fromkeys(steady.keys, _SENTINEL)
+        encoded = _to_json(make_chunk(self._envelope, steady.index, delta, None))
+        pieces = encoded.split(_encode_string(_SENTINEL))
+        if len(pieces) != len(steady.keys) + 1:
+            return False
+        steady.pieces = pieces
+        return True
 
     def _non_chunk(self, event: SseEvent, data: str, value: Any) -> list[bytes]:
         """Not a chunk: an error object (Ollama once sent `{"error parsing tool call": …}`)

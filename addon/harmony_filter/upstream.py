@@ -10,6 +10,7 @@ from typing import Any
 
 from .decoder import HarmonyDecoder
 from .dialects import DialectTranslator
+from .events import Content
 from .events import Event
 from .events import Reasoning
 from .events import ToolCallArgs
@@ -61,6 +62,10 @@ class ChoiceDecoder:
             self._call_open = False
             events.append(ToolCallEnd())
         return events
+
+    def steady_text_event(self) -> type[Content] | type[Reasoning] | None:
+        """What a `content` piece without `<` becomes when decoding it would change nothing."""
+        return self.harmony.steady_body_event() if self.dialect.passes_through else None
 
     @property
     def recoveries(self) -> list[str]:
