@@ -1,10 +1,10 @@
 """The stream rewriter's fast path changes nothing: random raw-Harmony streams (one token an
-event, envelopes that stay or change, JSON written in several ways, hostile look-alikes) give the
-same bytes and the same outcome with the fast path on and off, whatever the output style, the
-request and the byte cuts."""
+event, envelopes that stay or change, JSON written in several ways, hostile look-alikes, bad
+UTF-8) give the same bytes and the same outcome with the fast path on and off, whatever the
+output style, the request and the byte cuts, including an event a read as at full speed (where
+the bytes-only path runs)."""
 
 import json
-import re
 from typing import Any
 
 import pytest
@@ -17,10 +17,13 @@ from test_fuzz import feed
 from test_fuzz import harmonyish
 from test_fuzz import pieces
 from test_fuzz import views
+from test_fuzz import without_call_ids
 
 from harmony_filter.openai_shapes import OutputStyle
+from harmony_filter.pipeline import ChoicePipeline
 from harmony_filter.pipeline import RewriteConfig
 from harmony_filter.repairs import request_view
+from harmony_filter.sse import SseDecoder
 from harmony_filter.stream import StreamRewriter
 
 TURN_PIECES = st.sampled_from(
@@ -39,7 +42,9 @@ TURN_PIECES = st.sampled_from(
         "```json\n",
     ]
 )
-WORDS = st.sampled_from(["Hello", " world", " é✨", '"q"\\', "STOP", "wor", "\n", "<", "a<b"])
+WORDS = st.sampled_from(
+    ["Hello", " world", " é✨", '"q"\\', "STOP", "wor", "\n", "\t\x01", "<", "a<b", "a/b"]
+)
 text_runs = st.lists(WORDS | WORDS | st.text(max_size=3), min_size=2, max_size=8)
 tokens = st.lists(TURN_PIECES.map(lambda piece: [piece]) | text_runs, max_size=8).map(
     lambda runs: [token for run in runs for token in run]
@@ -67,7 +72,7 @@ def raw_harmony_streams(draw: st.DrawFn) -> bytes:
     """What llama.cpp without a reasoning parser sends, with what other servers vary."""
     envelope_choices = draw(envelopes)
     separators = draw(st.sampled_from([(",", ":"), (", ", ": ")]))
-    sort_keys = draw(st.booleans())
+    sort_keys, ensure_ascii, escape_slashes = (draw(st.booleans()) for _ in range(3))
     out = b""
     for position, token in enumerate([None, *draw(tokens), None]):
         delta: dict[str, Any] = {"content": token} if token is not None else {}
@@ -78,14 +83,22 @@ def raw_harmony_streams(draw: st.DrawFn) -> bytes:
         if draw(st.integers(0, 9)) == 0:
             choice["logprobs"] = None
         envelope = draw(st.sampled_from(envelope_choices))
-        text = json.dumps({"choices": [choice]} | envelope, separators=separators)
-        if sort_keys:
-            text = json.dumps(json.loads(text), separators=separators, sort_keys=True)
+        text = json.dumps(
+            {"choices": [choice]} | envelope,
+            separators=separators,
+            sort_keys=sort_keys,
+            ensure_ascii=ensure_ascii,
+        )
+        if escape_slashes:
+            text = text.replace("/", "\\/")
         if draw(st.integers(0, 19)) == 0:  # a duplicate content key: the last one counts
             text = text.replace('{"content":', '{"content":"dup","content":', 1)
         if draw(st.integers(0, 9)) == 0:
             out += b"id: %d\n" % position
-        out += b"data: " + text.encode() + b"\n\n"
+        raw = text.encode()
+        if draw(st.integers(0, 9)) == 0:  # bad UTF-8, a raw control character, JSON's `\/`
+            raw = raw.replace(b"Hello", draw(st.sampled_from([b"He\xff", b"He\x01", b"He\\/"])))
+        out += b"data: " + raw + b"\n\n"
     return out + b"data: [DONE]\n\n"
 
 
@@ -109,10 +122,6 @@ all_configs = configs | st.builds(
     ),
     stops_views | views,
 )
-
-
-def without_call_ids(body: bytes) -> bytes:
-    return re.sub(rb"call_[0-9a-f]{24}", b"call_ID", body)
 
 
 def rewrite(config: RewriteConfig, parts: list[bytes], fast: bool) -> tuple[bytes, Any]:
@@ -140,25 +149,33 @@ def rewrite(config: RewriteConfig, parts: list[bytes], fast: bool) -> tuple[byte
 @given(
     all_configs,
     raw_harmony_streams() | harmonyish.map(lambda text: text.encode()),
-    st.lists(st.integers(0, 3000), max_size=12),
+    st.lists(st.integers(0, 3000), max_size=12) | st.none(),
 )
-def test_fast_path_changes_nothing(config: RewriteConfig, body: bytes, cuts: list[int]) -> None:
-    parts = pieces(body, cuts)
+def test_fast_path_changes_nothing(
+    config: RewriteConfig, body: bytes, cuts: list[int] | None
+) -> None:
+    """`cuts` None: an event a read."""
+    parts = by_event(body) if cuts is None else pieces(body, cuts)
     assert rewrite(config, parts, fast=True) == rewrite(config, parts, fast=False)
 
 
-def test_the_usual_stream_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A real llama.cpp-shaped stream: every text token after the first of each message."""
-    taken = []
-    full_path = StreamRewriter._steady_event
+def by_event(body: bytes) -> list[bytes]:
+    *events, rest = body.split(b"\n\n")
+    return [event + b"\n\n" for event in events] + [rest]
 
-    def spy(self: StreamRewriter, *args: Any) -> list[bytes] | None:
-        result = full_path(self, *args)
-        taken.append(result is not None)
-        return result
 
-    monkeypatch.setattr(StreamRewriter, "_steady_event", spy)
-    words = ["<|channel|>analysis<|message|>", "Think", "ing", ".", "<|end|>"]
+@pytest.mark.parametrize("one_event_a_read", [True, False])
+def test_the_usual_stream_takes_the_fast_path(
+    one_event_a_read: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real llama.cpp-shaped stream: every text token after the first of each message; read
+    an event at a time (full speed through mitmproxy), those after the second skip the SSE
+    decoder too."""
+    fast, decoded = [], []
+    monkeypatch.setattr(ChoicePipeline, "observe_steady_text", lambda *args: fast.append(args))
+    feed_sse = SseDecoder.feed
+    monkeypatch.setattr(SseDecoder, "feed", lambda *args: decoded.append(1) or feed_sse(*args))
+    words = ["<|channel|>analysis<|message|>", "Think", "ing", ".", "\n", "<|end|>"]
     words += ["<|start|>assistant<|channel|>final<|message|>", "Hel", "lo", "!"]
     envelope = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1}
     body = b"".join(
@@ -166,5 +183,22 @@ def test_the_usual_stream_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -
         % json.dumps({"choices": [{"index": 0, "delta": {"content": w}}]} | envelope).encode()
         for w in ["", *words]
     )
-    feed(StreamRewriter(RewriteConfig()), [body + b"data: [DONE]\n\n"])
-    assert taken.count(True) == 4  # "ing", ".", "lo", "!"
+    parts = by_event(body + b"data: [DONE]\n\n") if one_event_a_read else [body]
+    feed(StreamRewriter(RewriteConfig()), parts)
+    assert len(fast) == 5  # "ing", ".", "\n", "lo", "!"
+    assert len(decoded) == (len(parts) - 1 - 3 if one_event_a_read else 1)  # ".", "\n", "!"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b"He\xffllo", b"He\x01", b"a\\/b", b"\\u003c", b"\\u00e9", b'\\n\\t\\"', b"\xc3\xa9\\\\"],
+)
+def test_text_the_bytes_path_must_not_copy(text: bytes) -> None:
+    """In the middle of a steady message read an event at a time: bad UTF-8, a raw control
+    character, escapes we write otherwise (or that hide a `<`) and escapes we write alike."""
+    event = b'data: {"choices":[{"index":0,"delta":{"content":"%s"}}],"id":"c"}\n\n'
+    words = [b"", b"<|channel|>final<|message|>", b"Hel", b"lo", b"lo", text, b"lo", b"<|return|>"]
+    parts = [event % word for word in words] + [b"data: [DONE]\n\n"]
+    fast, slow = (rewrite(RewriteConfig(), parts, fast) for fast in (True, False))
+    assert fast == slow
+    assert b"\\u003c" not in fast[0] and b"\xff" not in fast[0] and b"\x01" not in fast[0]

@@ -51,6 +51,11 @@ class SseDecoder:
         self._buf = buf[start:]
         return events
 
+    @property
+    def idle(self) -> bool:
+        """Nothing held: the next piece starts afresh."""
+        return not self._buf and not self._cr_held
+
     def flush(self) -> list[SseEvent]:
         """The end of the body: an event missing its final blank line still counts."""
         block, self._buf, self._cr_held = self._buf.rstrip(b"\n"), b"", False
