@@ -172,7 +172,13 @@ def test_the_usual_stream_takes_the_fast_path(
     an event at a time (full speed through mitmproxy), those after the second skip the SSE
     decoder too."""
     fast, decoded = [], []
-    monkeypatch.setattr(ChoicePipeline, "observe_steady_text", lambda *args: fast.append(args))
+    steady_text = ChoicePipeline.steady_text
+
+    def spy(self: ChoicePipeline) -> Any:
+        steady = steady_text(self)
+        return steady and (steady[0], lambda text: fast.append(text) or steady[1](text))
+
+    monkeypatch.setattr(ChoicePipeline, "steady_text", spy)
     feed_sse = SseDecoder.feed
     monkeypatch.setattr(SseDecoder, "feed", lambda *args: decoded.append(1) or feed_sse(*args))
     words = ["<|channel|>analysis<|message|>", "Think", "ing", ".", "\n", "<|end|>"]
@@ -185,7 +191,7 @@ def test_the_usual_stream_takes_the_fast_path(
     )
     parts = by_event(body + b"data: [DONE]\n\n") if one_event_a_read else [body]
     feed(StreamRewriter(RewriteConfig()), parts)
-    assert len(fast) == 5  # "ing", ".", "\n", "lo", "!"
+    assert fast == ["ing", ".", "\n", "lo", "!"]
     assert len(decoded) == (len(parts) - 1 - 3 if one_event_a_read else 1)  # ".", "\n", "!"
 
 

@@ -3,11 +3,11 @@
 The streaming and the non-streaming paths both drive this, so they cannot disagree.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
-from .events import Content
 from .events import Reasoning
 from .openai_shapes import Delta
 from .openai_shapes import DeltaEncoder
@@ -29,6 +29,17 @@ class RewriteConfig:
     """Seconds a stream may go without content or a tool call (0: no limit)."""
 
 
+def _all_of(notes: list[Callable[[str], None]]) -> Callable[[str], None]:
+    if len(notes) == 1:
+        return notes[0]  # the usual case, called per token: no wrapper
+
+    def note_all(text: str) -> None:
+        for note in notes:
+            note(text)
+
+    return note_all
+
+
 class ChoicePipeline:
     def __init__(self, config: RewriteConfig, outcome: Outcome) -> None:
         self.decoder = ChoiceDecoder(config.builtin_tools)
@@ -42,24 +53,20 @@ class ChoicePipeline:
         self.outcome.observe(events, deltas)
         return deltas
 
-    def steady_text(self) -> tuple[type[Content] | type[Reasoning], tuple[str, ...]] | None:
+    def steady_text(self) -> tuple[tuple[str, ...], Callable[[str], None]] | None:
         """When a `content` piece without `<` would pass every layer changing nothing but the
-        outcome: the event it becomes and the delta keys it goes out under, each with the piece
-        as is (for StreamRewriter's fast path)."""
+        outcome: the delta keys it goes out under, each with the piece as is, and what notes in
+        the outcome what `feed` would have for it (for StreamRewriter's fast path)."""
         kind = self.decoder.steady_text_event()
         if kind is None or not self.repairer.passes_unchanged(kind):
             return None
         keys = self.encoder.steady_keys(kind)
-        return None if keys is None else (kind, keys)
-
-    def observe_steady_text(
-        self, kind: type[Content] | type[Reasoning], keys: tuple[str, ...], text: str
-    ) -> None:
-        """What `feed` would have noted in the outcome for such a piece."""
-        if kind is Reasoning:
-            self.outcome.keep_reasoning(text)
-        if "content" in keys:
-            self.outcome.count_content(text)
+        if keys is None:
+            return None
+        notes: list[Callable[[str], None]] = []
+        notes += [self.outcome.keep_reasoning] if kind is Reasoning else []
+        notes += [self.outcome.count_content] if "content" in keys else []
+        return keys, _all_of(notes)
 
     def close(self) -> list[Delta]:
         events = self.repairer.feed(self.decoder.close()) + self.repairer.close()

@@ -20,8 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .events import Content
-from .events import Reasoning
 from .openai_shapes import Delta
 from .openai_shapes import make_chunk
 from .outcome import Outcome
@@ -76,8 +74,10 @@ _scan_string = json.decoder.scanstring  # type: ignore[attr-defined]
 _encode_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
 _CONTENT_VALUE = re.compile(r'"content"\s*:\s*"')
 _SENTINEL = "\x00harmony-filter\x00"
-_JSON_TEXT = re.compile(rb'(?:[^"\\<\x00-\x1f]|\\["\\bfnrt])+')
-"""The bytes of a JSON string without `<`, escaped just as we escape (so written back as is)."""
+_PLAIN_TEXT = re.compile(rb'[^"\\<\x00-\x1f]+')
+"""The bytes of a JSON string without `<` or escapes."""
+_ESCAPED_TEXT = re.compile(rb'(?:[^"\\<\x00-\x1f]|\\["\\bfnrt])+')
+"""The same with the escapes we write the same way (so its bytes are ours as they are)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,20 +90,21 @@ class _RawFrame:
     head: bytes
     tail: bytes
     out: list[bytes]
+    note: Callable[[str], None]
 
-    def text(self, data: bytes) -> tuple[bytes, str] | None:
-        """The text, as JSON bytes and as a string, if `data` is exactly such an event."""
-        head, tail = self.head, self.tail
-        if not (data.startswith(head) and data.endswith(tail)):
+    def rewrite(self, data: bytes) -> list[bytes] | None:
+        """What `data` becomes, if it is exactly such an event."""
+        if not (data.startswith(self.head) and data.endswith(self.tail)):
             return None
-        raw = data[len(head) : len(data) - len(tail)]
-        if not _JSON_TEXT.fullmatch(raw):
+        raw = data[len(self.head) : len(data) - len(self.tail)]
+        if not (_PLAIN_TEXT.fullmatch(raw) or _ESCAPED_TEXT.fullmatch(raw)):
             return None
         try:
             text = raw.decode()
         except UnicodeDecodeError:
             return None  # the SSE decoder replaces the bad bytes
-        return raw, _scan_string(text + '"', 0)[0] if "\\" in text else text
+        self.note(_scan_string(text + '"', 0)[0] if "\\" in text else text)
+        return [raw.join(self.out)]
 
 
 @dataclass(slots=True)
@@ -122,8 +123,8 @@ class _SteadyText:
     tail: str
     choice: _Choice
     index: int
-    kind: type[Content] | type[Reasoning]
     keys: tuple[str, ...]
+    note: Callable[[str], None]
     pieces: list[str] | None = None
     """The chunk's JSON split where the text goes (None until the next event matches)."""
     frame: _RawFrame | None = None
@@ -148,7 +149,8 @@ class StreamRewriter:
         self._done = False  # the upstream sent [DONE]
         self._upstream_error = False  # the upstream sent an error event
         self._clock = clock
-        self._started = clock()
+        limit = config.no_final_timeout
+        self._deadline = clock() + limit if limit else None
         self._steady: _SteadyText | None = None
         self._steady_failed = False  # the content string could not be pinned: no fast path
 
@@ -158,15 +160,13 @@ class StreamRewriter:
             return []  # the client already got its error and [DONE]
         if self._passthrough:
             return [data] if data else []
-        if self._no_final_in_time():
+        if self._deadline is not None and self._no_final_in_time(self._deadline):
             return self._time_out()
         steady = self._steady
         if steady is not None and steady.frame is not None and self._sse.idle:
-            found = steady.frame.text(data)
-            if found is not None:
-                raw, text = found
-                steady.choice.pipeline.observe_steady_text(steady.kind, steady.keys, text)
-                return [raw.join(steady.frame.out)]
+            rewritten = steady.frame.rewrite(data)
+            if rewritten is not None:
+                return rewritten
         out: list[bytes] = []
         events = self._sse.feed(data) if data else self._sse.flush()
         for event in events:
@@ -192,11 +192,8 @@ class StreamRewriter:
         # send each), which at full speed would cost more than the rewriting itself.
         return [b"".join(out)] if out else []
 
-    def _no_final_in_time(self) -> bool:
-        limit = self.config.no_final_timeout
-        return bool(
-            limit and self.outcome.first_output_at is None and self._clock() - self._started > limit
-        )
+    def _no_final_in_time(self, deadline: float) -> bool:
+        return self.outcome.first_output_at is None and self._clock() > deadline
 
     def _time_out(self) -> list[bytes]:
         """gpt-oss can reason for ever; past the limit, end the stream for the client cleanly."""
@@ -323,7 +320,7 @@ class StreamRewriter:
         if steady.pieces is None and not self._pin(steady, framed=not fields):
             self._steady_failed = True
             return None
-        steady.choice.pipeline.observe_steady_text(steady.kind, steady.keys, text)
+        steady.note(text)
         if steady.pieces is None or not steady.keys:
             return []
         return [encode_event(_encode_string(text).join(steady.pieces), fields)]
@@ -349,6 +346,7 @@ class StreamRewriter:
                 f'data: {steady.head}"'.encode(),
                 f'"{steady.tail}\n\n'.encode(),
                 encode_event(encoded).split(_encode_string(_SENTINEL)[1:-1].encode()),
+                steady.note,
             )
         return True
 
