@@ -355,9 +355,10 @@ class HarmonyFilter:
             self._captures[flow.id] = Capture(flow.request.copy())  # as the client sent it
         fixed = fix_request(body, client, self.fix_settings, self.reasoning_cache)
         if fixed.applied and flow.live:
-            flow.request.text = json.dumps(fixed.body, ensure_ascii=False)
+            # UTF-8, as JSON must be; no debug line: mitmproxy runs a hook per log record,
+            # filtered or not, and the request's report line names the fixes.
+            flow.request.content = json.dumps(fixed.body, ensure_ascii=False).encode()
             info["fixes"] = fixed.applied
-            logger.debug("harmony-filter: request fixes: %s", ", ".join(fixed.applied))
         view = request_view(
             body,
             client,
