@@ -50,7 +50,7 @@ from workload import named_turn  # noqa: E402
 
 from harmony_filter.vocab import ensure_vocab  # noqa: E402
 
-MODES = ("direct", "mitmdump", "harmony")
+MODES = ("direct", "mitmdump", "held", "harmony")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +65,9 @@ class Sizes:
     tool_rounds: int = 3
     crowd_paced_tokens: int = 150
     full_tokens: int = 4000  # one stream at full speed
-    full_rounds: int = 5
+    full_rounds: int = 8
     crowd_full_tokens: int = 300
-    crowd_full_rounds: int = 3
+    crowd_full_rounds: int = 4
     memory_streams: int = 4  # proxy memory: streams at once, short then long
     memory_short: int = 500
     memory_long: int = 6000
@@ -105,8 +105,8 @@ SMOKE = Sizes(
 
 def scenarios(s: Sizes) -> list[Scenario]:
     return [
-        Scenario("paced 1×", f"answer-{s.paced_tokens}", s.gpu_pace_us, 1, s.paced_rounds),
-        Scenario("tool call 1×", "tool", s.gpu_pace_us, 1, s.tool_rounds),
+        Scenario("paced 1×", f"answer-{s.paced_tokens}", s.gpu_pace_us, 1, s.paced_rounds, True),
+        Scenario("tool call 1×", "tool", s.gpu_pace_us, 1, s.tool_rounds, True),
         Scenario(f"paced {s.crowd}×", f"answer-{s.crowd_paced_tokens}", s.crowd_pace_us, s.crowd),
         Scenario("full 1×", f"answer-{s.full_tokens}", 0, 1, s.full_rounds),
         Scenario(
@@ -147,12 +147,12 @@ async def benchmark(sizes: Sizes, profile: bool) -> dict[str, Any]:
         turns_file = Path(tmp) / "turns.json"
         turns_file.write_text(json.dumps(pieces, ensure_ascii=False))
         with upstream(turns_file) as upstream_url, targets(MODES, upstream_url) as to:
-            await run_scenario(Scenario("warm-up", plan[0].turn, 0, 1), to)
+            await run_scenario(Scenario("warm-up", plan[0].turn, 0, 1, reference=True), to)
             report.progress("proxy memory, short streams then long ones")
             memory = [
                 await memory_growth(t, sizes.memory_streams, sizes.memory_short, sizes.memory_long)
                 for t in to
-                if t.proxy
+                if t.mode in ("mitmdump", "harmony")
             ]
             for scenario in plan:
                 report.progress(scenario.name)

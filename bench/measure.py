@@ -105,12 +105,18 @@ def upstream(turns_file: Path) -> Iterator[str]:
         child.stop()
 
 
+PROXY_ARGS = {
+    "mitmdump": ["--set", "stream_large_bodies=1"],
+    "held": ["-s", str(BENCH / "hold_requests.py")],
+    "harmony": ["-s", str(ROOT / "addon" / "harmony.py")],
+}
+"""Plain mitmdump streaming every body as it comes; the same holding request bodies until they
+are whole (as any addon that edits requests must: the filter reads the request, and streams
+event streams itself); mitmdump with the filter."""
+
+
 def start_proxy(mode: str, upstream_url: str, confdir: Path) -> Process:
-    """mitmdump in reverse mode in front of the upstream, with the addon (`harmony`) or streaming
-    every body as it comes (`mitmdump`: the addon streams event streams itself, but must read
-    the request)."""
-    args = ["-s", str(ROOT / "addon" / "harmony.py")] if mode == "harmony" else []
-    args += ["--set", "stream_large_bodies=1"] if mode == "mitmdump" else []
+    """mitmdump in reverse mode in front of the upstream, as `mode` (see PROXY_ARGS) says."""
     return Process(
         [
             MITMDUMP,
@@ -124,7 +130,7 @@ def start_proxy(mode: str, upstream_url: str, confdir: Path) -> Process:
             f"confdir={confdir}",
             "--set",
             "flow_detail=0",
-            *args,
+            *PROXY_ARGS[mode],
         ]
     )
 
@@ -226,6 +232,8 @@ class Scenario:
     """At once."""
     rounds: int = 1
     """The modes take turns round by round, so load from elsewhere hits them alike."""
+    reference: bool = False
+    """Also through the `held` reference proxy (for time to first content)."""
 
 
 async def run_streams(to: Target, turn: str, pace_us: int, streams: int) -> list[Timing]:
@@ -237,7 +245,9 @@ async def run_streams(to: Target, turn: str, pace_us: int, streams: int) -> list
 
 
 async def run_scenario(scenario: Scenario, to: Sequence[Target]) -> dict[str, dict[str, Any]]:
-    """The scenario through every target; a summary per mode."""
+    """The scenario through every target (the reference only if the scenario asks for it); a
+    summary per mode."""
+    to = [t for t in to if scenario.reference or t.mode != "held"]
     timings: dict[str, list[Timing]] = {t.mode: [] for t in to}
     rounds: dict[str, list[Round]] = {t.mode: [] for t in to}
     for number in range(scenario.rounds):

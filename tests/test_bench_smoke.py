@@ -1,11 +1,13 @@
 """`./run.sh bench` and `./run.sh bench --load` at their smallest size: both go end to end
-through real processes (the bench upstream, plain mitmdump, mitmdump with the addon), every
-stream arrives whole through every mode, and the results are written."""
+through real processes (the bench upstream, plain mitmdump, the same holding requests, mitmdump
+with the addon), every stream arrives whole through every mode, and the results are written."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = [sys.executable, str(ROOT / "bench" / "bench.py"), "--smoke"]
@@ -22,9 +24,11 @@ def test_benchmark_and_load_run_end_to_end(tmp_path: Path) -> None:
     assert load.returncode == 0, load_err[-3000:]
 
     results = json.loads((tmp_path / "latest.json").read_text())
-    assert list(results["modes"]) == ["direct", "mitmdump", "harmony"]
+    assert list(results["modes"]) == ["direct", "mitmdump", "held", "harmony"]
     for mode, scenarios in results["modes"].items():
-        assert len(scenarios) == 5
+        # the reference that holds requests: only where time to first content is measured
+        assert list(scenarios)[:2] == ["paced 1×", "tool call 1×"]
+        assert len(scenarios) == (2 if mode == "held" else 5)
         for name, row in scenarios.items():
             where = f"{mode}, {name}"
             assert row["errors"] == [] and row["missing_first_content"] == 0, where
@@ -44,6 +48,9 @@ def test_benchmark_and_load_run_end_to_end(tmp_path: Path) -> None:
     held = [point["events"] for point in results["in_process"]["held"]]
     assert held == sorted(held) and len(held) == 4
     assert len(results["targets"]) == 6
+    first_content = results["targets"][-2]
+    assert sum(first_content["parts"].values()) == pytest.approx(first_content["value"])
+    assert "of it is mitmproxy holding the request body" in (tmp_path / "latest.md").read_text()
     assert "Targets: harmony-filter against plain streaming mitmdump" in bench_out
     assert "| paced 1× | direct |" in (tmp_path / "latest.md").read_text()
 
