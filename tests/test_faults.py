@@ -24,10 +24,8 @@ from faulty_upstream import REASONING
 from faulty_upstream import RETRY_AFTER
 from faulty_upstream import FaultyUpstream
 from faulty_upstream import answer_text
-from faulty_upstream import faulty_upstream
 from state_probe import ProbedProxy
 from state_probe import is_idle
-from state_probe import probed_mitmdump
 
 TOOLS = [
     {
@@ -119,20 +117,6 @@ def _read_stream(stream: Any, result: Result) -> None:
         result.content = content or None
         result.reasoning = reasoning or None
         result.tool_calls = [(name, json.loads(args)) for name, args in calls.values()] or None
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[tuple[str, FaultyUpstream]]:
-    with faulty_upstream() as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def proxy(
-    upstream: tuple[str, FaultyUpstream], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ProbedProxy]:
-    with probed_mitmdump(upstream[0], tmp_path_factory.mktemp("confdir")) as proxy:
-        yield proxy
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,6 @@ per-flow state and its caches are within their bounds. (`./run.sh bench --load` 
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -14,7 +13,6 @@ from faulty_upstream import REASONING
 from faulty_upstream import TOOL_PIECES
 from faulty_upstream import FaultyUpstream
 from faulty_upstream import answer_text
-from faulty_upstream import faulty_upstream
 from faulty_upstream import stream_events
 from mitmproxy import flow as mitmflow
 from mitmproxy import http
@@ -22,7 +20,6 @@ from mitmproxy.test import taddons
 from mitmproxy.test import tflow
 from state_probe import ProbedProxy
 from state_probe import is_idle
-from state_probe import probed_mitmdump
 
 from harmony_filter.addon import HarmonyFilter
 from harmony_filter.outcome import REASONING_KEEP_LIMIT
@@ -37,20 +34,6 @@ NUMBERS = 60
 PACE = 0.01
 """Seconds between upstream events: each stream lasts long enough for all to overlap."""
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[tuple[str, FaultyUpstream]]:
-    with faulty_upstream() as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def proxy(
-    upstream: tuple[str, FaultyUpstream], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ProbedProxy]:
-    with probed_mitmdump(upstream[0], tmp_path_factory.mktemp("confdir")) as proxy:
-        yield proxy
 
 
 async def one_stream(client: openai.AsyncOpenAI, marker: str, tool: bool) -> dict[str, Any]:

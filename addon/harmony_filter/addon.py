@@ -67,6 +67,15 @@ requests and answers stay far below this size: a body over it streams untouched,
 FORWARD_PROXY_MODES = ("regular", "upstream", "socks5")
 
 
+def handled(flow: http.HTTPFlow) -> tuple[dict[str, Any], http.Response, str] | None:
+    """For the addons that report on a flow the filter handled, once it has its response: what
+    the filter recorded, the response, the outcome."""
+    info = flow.metadata.get(META)
+    if info is None or flow.response is None:
+        return None
+    return info, flow.response, str(info.get("outcome", "passthrough"))
+
+
 def outcome_header(info: dict[str, Any]) -> str:
     """`rewritten; fixes=a,b; repairs=c`: what the filter did, for the client to see."""
     parts = [str(info.get("outcome", "passthrough"))]

@@ -9,6 +9,7 @@ from prometheus_client import Counter
 from prometheus_client import Histogram
 
 from .addon import META
+from .addon import handled
 
 OTHER = "other"
 MODEL_LABEL_LIMIT = 50
@@ -94,11 +95,10 @@ class Metrics:
         return Counter(f"harmony_filter_{what}", description, ["name"], registry=self.registry)
 
     def response(self, flow: http.HTTPFlow) -> None:
-        info = flow.metadata.get(META)
-        response = flow.response
-        if info is None or response is None:
+        found = handled(flow)
+        if found is None:
             return
-        outcome = str(info.get("outcome", "passthrough"))
+        info, response, outcome = found
         self._count(info, outcome)
         if outcome == "upstream-error":
             self.upstream_errors.labels(status=str(response.status_code)).inc()

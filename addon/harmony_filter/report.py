@@ -8,6 +8,7 @@ from mitmproxy import http
 from mitmproxy.utils.strutils import escape_control_characters
 
 from .addon import META
+from .addon import handled
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +43,10 @@ class Report:
     Must come after HarmonyFilter."""
 
     def response(self, flow: http.HTTPFlow) -> None:
-        info = flow.metadata.get(META)
-        response = flow.response
-        if info is None or response is None:
+        found = handled(flow)
+        if found is None:
             return
-        outcome = str(info.get("outcome", "passthrough"))
+        info, response, outcome = found
         if outcome == "upstream-error":
             outcome += f" {response.status_code}"
         duration = (
