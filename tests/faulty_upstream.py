@@ -23,6 +23,8 @@ from dataclasses import field
 from http import HTTPStatus
 from typing import Any
 
+from procs import served_in_thread
+
 from harmony_filter.replay_upstream import last_user_text
 from harmony_filter.replay_upstream import read_body
 
@@ -343,18 +345,8 @@ def faulty_upstream() -> Iterator[tuple[str, FaultyUpstream]]:
     """The faulty upstream on a free loopback port in a thread of this process; yields (base URL,
     upstream)."""
     upstream = FaultyUpstream()
-    loop = asyncio.new_event_loop()
-    server = loop.run_until_complete(
-        asyncio.start_server(upstream.handle, "127.0.0.1", 0, limit=MAX_HEAD)
-    )
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", upstream
-    finally:
-        loop.call_soon_threadsafe(server.close)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
+    with served_in_thread(upstream.handle, limit=MAX_HEAD) as url:
+        yield url, upstream
 
 
 async def _serve(port: int) -> None:

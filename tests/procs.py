@@ -1,20 +1,25 @@
 """Real processes for end-to-end tests: mitmdump with the addon, the replay upstream."""
 
+import asyncio
 import os
 import re
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Awaitable
+from collections.abc import Callable
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+from typing import Any
 
 if TYPE_CHECKING:
     from harmony_filter.replay_upstream import ReplayUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 MITMDUMP = str(Path(sys.executable).parent / "mitmdump")
 
 
@@ -113,22 +118,28 @@ def mitmdump(mode: str, confdir: Path, *args: str) -> Iterator[tuple[int, Proces
 
 
 @contextmanager
-def replay_upstream_in_thread(*paths: Path) -> Iterator[tuple[str, "ReplayUpstream"]]:
-    """The replay upstream in this process (its `received` bodies can be inspected); yields
-    (base URL, upstream)."""
-    import asyncio
-
-    from harmony_filter.replay_upstream import ReplayUpstream
-    from harmony_filter.replay_upstream import load_recordings
-
-    upstream = ReplayUpstream(load_recordings(paths), pace=0)
+def served_in_thread(handle: Handler, **server_options: Any) -> Iterator[str]:
+    """An asyncio server for `handle` on a free loopback port, run by a thread of this process
+    (so a test can look at its state); yields its base URL."""
     loop = asyncio.new_event_loop()
-    server = loop.run_until_complete(asyncio.start_server(upstream.handle, "127.0.0.1", 0))
+    server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0, **server_options))
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", upstream
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     finally:
         loop.call_soon_threadsafe(server.close)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
+
+
+@contextmanager
+def replay_upstream_in_thread(*paths: Path) -> Iterator[tuple[str, "ReplayUpstream"]]:
+    """The replay upstream in this process (its `received` bodies can be inspected); yields
+    (base URL, upstream)."""
+    from harmony_filter.replay_upstream import ReplayUpstream
+    from harmony_filter.replay_upstream import load_recordings
+
+    upstream = ReplayUpstream(load_recordings(paths), pace=0)
+    with served_in_thread(upstream.handle) as url:
+        yield url, upstream
