@@ -37,9 +37,13 @@ _SECRET_PARAM = re.compile(r"key|token|secret|signature|sig|auth|password", re.I
 
 
 def redact_headers(headers: http.Headers) -> None:
-    for name in SECRET_HEADERS:
-        if name in headers:
-            headers[name] = REDACTED
+    # One pass over the fields (a lookup per secret name would scan them all each time).
+    fields = headers.fields
+    if any(name.lower().decode("latin-1") in SECRET_HEADERS for name, _ in fields):
+        headers.fields = tuple(
+            (name, REDACTED.encode() if name.lower().decode("latin-1") in SECRET_HEADERS else value)
+            for name, value in fields
+        )
 
 
 def redact_query(query: str) -> str:
