@@ -60,9 +60,9 @@ class Sizes:
     crowd: int = 50  # streams at once
     gpu_pace_us: int = 2000  # 2 ms a token: one stream on a fast GPU
     crowd_pace_us: int = 20000  # 20 ms a token: each of many streams on a batched server
-    paced_tokens: int = 100  # one stream at a GPU's pace: time to first content, delays
-    paced_rounds: int = 20
-    tool_rounds: int = 3
+    paced_tokens: int = 60  # one stream at a GPU's pace: time to first content, delays
+    paced_rounds: int = 40  # (a millisecond is within the noise of a few: many short ones)
+    tool_rounds: int = 6
     crowd_paced_tokens: int = 150
     full_tokens: int = 4000  # one stream at full speed
     full_rounds: int = 8
