@@ -7,10 +7,11 @@ A loopback upstream (upstream.py, a process of its own) streams gpt-oss turns as
 a reasoning parser does, one token per event, paced events stamped with their send time. The
 client (this process) streams them directly, through plain mitmdump (reverse mode, streaming on,
 no addon) and through mitmdump with the addon, for one stream and for 50 at once, at a GPU's pace
-and at full speed, and reports per mode: time to first content, per-event delay, events/s, the
-proxy's CPU per event and its peak RSS; then whether a stream's memory grows with its length,
-and the decoder on its own next to openai-harmony's StreamableParser. `--profile` also samples
-the proxy with py-spy under full load.
+and at full speed (and, for time to first content, through plain mitmdump holding request bodies
+as the addon must: hold_requests.py), and reports per mode: time to first content, per-event
+delay, events/s, the proxy's CPU per event and its peak RSS; then whether a stream's memory
+grows with its length, and the decoder on its own next to openai-harmony's StreamableParser.
+`--profile` also samples the proxy with py-spy under full load.
 
 `--load`: 100 concurrent streams, each with its own marker, through one mitmdump with the addon
 (waves of them): does every client get exactly its own stream, and does the proxy's memory stay
