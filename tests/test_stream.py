@@ -280,6 +280,24 @@ def test_internal_error_degrades_to_passthrough(monkeypatch: pytest.MonkeyPatch)
     assert out == body and rewriter.warnings == ["internal-error-passthrough"]
 
 
+def test_internal_error_on_the_bytes_path_degrades_to_passthrough(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same when the fast path for a steady event read on its own breaks."""
+    rewriter = StreamRewriter(RewriteConfig())
+    events = [event + b"\n\n" for event in raw_stream(RAW_ANSWER).split(b"\n\n")[:-1]]
+    out, broken = [], False
+    for event in events:
+        steady = rewriter._steady
+        if not broken and steady is not None and steady.frame is not None:
+            monkeypatch.setattr(type(steady.frame), "rewrite", lambda *_: 1 / 0)
+            broken, cut = True, len(out)
+        out.append(b"".join(rewriter(event)))
+    assert broken and rewriter.warnings == ["internal-error-passthrough"]
+    assert out[cut:] == events[cut:]  # the rest as the upstream sent it
+    assert b"<|" not in b"".join(out[:cut])  # what came before, rewritten
+
+
 def test_no_final_timeout_ends_the_stream_cleanly() -> None:
     now = [0.0]
     rewriter = StreamRewriter(RewriteConfig(no_final_timeout=5), clock=lambda: now[0])

@@ -164,7 +164,11 @@ class StreamRewriter:
             return self._time_out()
         steady = self._steady
         if steady is not None and steady.frame is not None and self._sse.idle:
-            rewritten = steady.frame.rewrite(data)
+            try:
+                rewritten = steady.frame.rewrite(data)
+            except Exception:
+                self._give_up()
+                return [data]
             if rewritten is not None:
                 return rewritten
         out: list[bytes] = []
@@ -176,11 +180,7 @@ class StreamRewriter:
             try:
                 out += self._on_event(event, cut_off=not data)
             except Exception:
-                logger.exception(
-                    "harmony-filter: cannot rewrite an SSE event; passing the rest through"
-                )
-                self._warn("internal-error-passthrough")
-                self._passthrough = True
+                self._give_up()
                 out.append(event.raw)
         if not data and not self._passthrough:
             try:
@@ -191,6 +191,12 @@ class StreamRewriter:
         # One piece: mitmproxy writes each piece to the client on its own (an HTTP chunk and a
         # send each), which at full speed would cost more than the rewriting itself.
         return [b"".join(out)] if out else []
+
+    def _give_up(self) -> None:
+        """A bug of ours must not cost the client its answer: the rest passes through as is."""
+        logger.exception("harmony-filter: cannot rewrite an SSE event; passing the rest through")
+        self._warn("internal-error-passthrough")
+        self._passthrough = True
 
     def _no_final_in_time(self, deadline: float) -> bool:
         return self.outcome.first_output_at is None and self._clock() > deadline
