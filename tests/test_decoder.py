@@ -151,6 +151,38 @@ def test_builtin_surfaced_on_request() -> None:
     assert events == call("browser.search", "{}")
 
 
+WHOLE_TURNS = {
+    "headerless, <|end|>, then a call: not the answer": (
+        "……?? We loop.<|end|><|start|>assistant<|channel|>commentary to=functions.f"
+        " <|constrain|>json<|message|>{}<|call|>",
+        [Reasoning("……?? We loop."), *call("f", "{}")],
+    ),
+    "headerless, <|end|>, then a final message": (
+        "Thinking aloud.<|end|><|start|>assistant<|channel|>final<|message|>Hi.<|return|>",
+        [Reasoning("Thinking aloud."), Content("Hi.")],
+    ),
+    "headerless, <|end|> and nothing after: the answer": ("Hi.<|end|>", [Content("Hi.")]),
+    "headerless with <|return|>: the answer": ("Hi.<|return|>", [Content("Hi.")]),
+    "no markup at all (a clean upstream): the answer": ("Hi there.", [Content("Hi there.")]),
+    "headerless cut by a header: the answer, as in a stream": (
+        "Hi.<|start|>assistant<|channel|>final<|message|>Yes.",
+        [Content("Hi."), Content("Yes.")],
+    ),
+}
+
+
+@pytest.mark.parametrize("text, expected", WHOLE_TURNS.values(), ids=WHOLE_TURNS.keys())
+def test_a_whole_turn_judges_headerless_text_by_how_it_ends(text: str, expected: list) -> None:
+    decoder = HarmonyDecoder(whole=True)
+    events = decoder.feed(text) + decoder.close()
+    assert merge_text_events(events) == merge_text_events(expected)
+    judged = any(isinstance(event, Reasoning) for event in expected)
+    assert ("headerless-message-as-reasoning" in decoder.recoveries) == judged
+    streamed, _ = decode(text)  # a stream cannot wait: the same text, as content
+    as_content = [Content(e.text) if isinstance(e, Reasoning) else e for e in expected]
+    assert merge_text_events(streamed) == merge_text_events(as_content)
+
+
 def test_recoveries_are_named() -> None:
     _, decoder = decode("<|channel|>analysis<|message|>a<|end|>b")
     assert decoder.recoveries == ["final-header-missing"]
@@ -176,8 +208,8 @@ def test_parse_header(header: str, expected: tuple) -> None:
     assert parse_header(header) == expected
 
 
-def feed_in_pieces(text: str, cuts: list[int]) -> list:
-    decoder = HarmonyDecoder()
+def feed_in_pieces(text: str, cuts: list[int], whole: bool = False) -> list:
+    decoder = HarmonyDecoder(whole=whole)
     events, start = [], 0
     for cut in sorted(set(cuts)):
         events += decoder.feed(text[start:cut])
@@ -233,8 +265,18 @@ def test_never_raises_never_leaks_and_is_chunking_invariant(text: str, cuts: lis
     whole, _ = decode(text)
     pieces = feed_in_pieces(text, [c for c in cuts if c <= len(text)])
     assert pieces == merge_text_events(whole)
+    # A whole turn: also chunking invariant, and the same events but for headerless text it
+    # judged to be reasoning.
+    judged = feed_in_pieces(text, [c for c in cuts if c <= len(text)], whole=True)
+    assert judged == feed_in_pieces(text, [], whole=True)
+    assert as_text(judged) == as_text(pieces)
     for event in whole:
         if isinstance(event, (Reasoning, Content, ToolCallArgs)):
             assert not SPECIAL_TOKEN.search(event.text)
         if isinstance(event, ToolCallBegin):
             assert "<|" not in event.name
+
+
+def as_text(events: list) -> list:
+    """Reasoning and content alike, as one text."""
+    return merge_text_events([Content(e.text) if isinstance(e, Reasoning) else e for e in events])

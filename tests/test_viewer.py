@@ -81,7 +81,7 @@ def test_repairs_and_the_expected_answer_are_shown() -> None:
 
 
 def test_a_known_failure_is_flagged_against_its_expectation() -> None:
-    path = RECORDINGS_DIR / "llamacpp-degenerate-header-call-json.flow"
+    path = RECORDINGS_DIR / "llamacpp-degenerate-header-call-stream.flow"
     [report], _ = viewer.report_path(path)
     assert report.differences[f"what {path.stem}.expected.json expects"] == ["content"]
     text = rendered(path)

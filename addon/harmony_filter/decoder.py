@@ -44,6 +44,7 @@ _REASONING = "reasoning"
 _CONTENT = "content"
 _TOOL = "tool"
 _DROP = "drop"
+_UNJUDGED = "unjudged"  # headerless text of a whole turn: how its message ends decides
 
 
 def is_builtin_recipient(recipient: str) -> bool:
@@ -70,10 +71,17 @@ def parse_header(header: str) -> tuple[str, str | None, str | None]:
 
 
 class HarmonyDecoder:
-    """Decode one assistant turn of Harmony text. Feed text pieces, then call `close()`."""
+    """Decode one assistant turn of Harmony text. Feed text pieces, then call `close()`.
 
-    def __init__(self, builtin_tools: str = "drop") -> None:
+    `whole`: the turn is all there (a non-streaming answer), so text with no header can wait to
+    be judged by how its message ends. A headerless message closed by `<|end|>` with another
+    message after it was not the answer (gpt-oss ends its answer with `<|return|>`): it becomes
+    reasoning. A stream cannot wait for that without holding back every clean upstream's
+    answer, so there such text is content at once."""
+
+    def __init__(self, builtin_tools: str = "drop", whole: bool = False) -> None:
         self.builtin_tools = builtin_tools
+        self.whole = whole
         self.recoveries: list[str] = []
         """Names of the repairs this turn needed, in order, each once."""
         self.tool_calls = 0
@@ -85,6 +93,8 @@ class HarmonyDecoder:
         self._after_call = False  # between messages after <|call|>: only a new header counts
         self._seen_token = False
         self._emitted = False
+        self._unjudged: list[str] = []  # headerless text of a whole turn (see `whole`)
+        self._ended_unjudged = False  # ... whose message `<|end|>` closed
 
     # -- public ---------------------------------------------------------------------------
 
@@ -130,6 +140,7 @@ class HarmonyDecoder:
             self._recover("header-without-message")
         elif self._state == _BODY:
             self._end_message(out)  # servers usually cut the stop token (<|call|>) off
+        self._judge_headerless(out, answer=True)  # nothing came after it: it was the answer
         self._state = _DONE
         return out
 
@@ -145,6 +156,9 @@ class HarmonyDecoder:
             return [Reasoning(text)]
         if kind == _TOOL:
             return [ToolCallArgs(text)]
+        if kind == _UNJUDGED:
+            self._emitted = True  # as in a stream, where it went out as content
+            self._unjudged.append(text)
         return []
 
     def _on_text(self, text: str, out: list[Event]) -> None:
@@ -192,7 +206,8 @@ class HarmonyDecoder:
         self._lead = ""
         if self._seen_token:
             self._recover("final-header-missing")
-        self._state, self._kind = _BODY, _CONTENT
+        self._judge_headerless(out, answer=False)
+        self._state, self._kind = _BODY, _UNJUDGED if self.whole else _CONTENT
         out.extend(self._body_text(text))
 
     # -- tokens ---------------------------------------------------------------------------
@@ -235,7 +250,7 @@ class HarmonyDecoder:
             return
         if name in ("start", "channel"):
             self._recover("message-not-terminated")
-        self._end_message(out)
+        self._end_message(out, name)
         self._after_terminator(name)
 
     def _after_terminator(self, name: str) -> None:
@@ -259,6 +274,7 @@ class HarmonyDecoder:
         self._header = header
 
     def _open_message(self, out: list[Event]) -> None:
+        self._judge_headerless(out, answer=False)
         role, channel, recipient = parse_header(self._header)
         self._header = ""
         self._state = _BODY
@@ -292,11 +308,28 @@ class HarmonyDecoder:
             self._recover("unknown-channel")
         return _CONTENT
 
-    def _end_message(self, out: list[Event]) -> None:
+    def _end_message(self, out: list[Event], terminator: str | None = None) -> None:
         if self._kind == _TOOL:
             out.append(ToolCallEnd())
+        elif self._kind == _UNJUDGED:
+            self._ended_unjudged = terminator == "end"
+            if not self._ended_unjudged:  # <|return|>, <|call|>, no terminator: the answer
+                self._judge_headerless(out, answer=True)
         self._state = _BETWEEN
         self._kind = _CONTENT
+
+    def _judge_headerless(self, out: list[Event], answer: bool) -> None:
+        """Give out the held headerless text of a whole turn: as content if it was the answer,
+        as reasoning if its message ended with `<|end|>` and another one followed."""
+        if not self._unjudged:
+            return
+        text, self._unjudged = "".join(self._unjudged), []
+        if self._ended_unjudged and not answer:
+            self._recover("headerless-message-as-reasoning")
+            out.append(Reasoning(text))
+        else:
+            out.append(Content(text))
+        self._ended_unjudged = False
 
     def _recover(self, what: str) -> None:
         if what not in self.recoveries:

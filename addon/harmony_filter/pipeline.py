@@ -1,6 +1,7 @@
 """One choice's way through the filter: upstream fields -> events -> repairs -> OpenAI deltas.
 
-The streaming and the non-streaming paths both drive this, so they cannot disagree.
+The streaming and the non-streaming paths both drive this, so they cannot disagree, but for the
+one thing only a whole answer can know (HarmonyDecoder's `whole`).
 """
 
 from collections.abc import Callable
@@ -41,8 +42,9 @@ def _all_of(notes: list[Callable[[str], None]]) -> Callable[[str], None]:
 
 
 class ChoicePipeline:
-    def __init__(self, config: RewriteConfig, outcome: Outcome) -> None:
-        self.decoder = ChoiceDecoder(config.builtin_tools)
+    def __init__(self, config: RewriteConfig, outcome: Outcome, whole: bool = False) -> None:
+        """`whole`: the choice comes in one piece (a non-streaming answer)."""
+        self.decoder = ChoiceDecoder(config.builtin_tools, whole)
         self.repairer = Repairer(config.view)
         self.encoder = DeltaEncoder(config.style)
         self.outcome = outcome

@@ -13,7 +13,8 @@ _REWRITTEN_FIELDS = ("content", "reasoning_content", "reasoning", "tool_calls", 
 def rewrite_completion(body: dict[str, Any], config: RewriteConfig) -> Outcome:
     """Rewrite every choice's message in place; return what was done.
 
-    The message goes through the same decoder and encoder as a stream, fed in one piece.
+    The message goes through the same decoder and encoder as a stream, fed in one piece (the
+    decoder may then judge headerless text by what follows it: see HarmonyDecoder's `whole`).
     """
     outcome = Outcome()
     if isinstance(body.get("usage"), dict):
@@ -23,7 +24,7 @@ def rewrite_completion(body: dict[str, Any], config: RewriteConfig) -> Outcome:
         message = choice.get("message") if isinstance(choice, dict) else None
         if not isinstance(message, dict):
             continue
-        pipeline = ChoicePipeline(config, outcome)
+        pipeline = ChoicePipeline(config, outcome, whole=True)
         deltas = pipeline.feed(message) + pipeline.close()
         kept = {key: value for key, value in message.items() if key not in _REWRITTEN_FIELDS}
         choice["message"] = kept | accumulate(deltas)

@@ -29,11 +29,11 @@ def reasoning_text(fields: dict[str, Any]) -> str | None:
 
 
 class ChoiceDecoder:
-    """Decode one choice, fed delta by delta (or once, with a whole message)."""
+    """Decode one choice, fed delta by delta (or once, with a whole message: `whole`)."""
 
-    def __init__(self, builtin_tools: str = "drop") -> None:
+    def __init__(self, builtin_tools: str = "drop", whole: bool = False) -> None:
         self.dialect = DialectTranslator()
-        self.harmony = HarmonyDecoder(builtin_tools)
+        self.harmony = HarmonyDecoder(builtin_tools, whole)
         self._call_open = False
         self._call_index: object = None
 
