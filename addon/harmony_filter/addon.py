@@ -32,6 +32,7 @@ from .recorder import redacted_url
 from .recorder import scrub_body
 from .recorder import secret_values
 from .recorder import write_recording
+from .recording import is_event_stream
 from .repairs import request_view
 from .request_fixes import TOOL_CHOICE_NONE_MODES
 from .request_fixes import UPSTREAM_REASONING_FIELDS
@@ -397,7 +398,7 @@ class HarmonyFilter:
         capture = self._captures.get(flow.id)
         if capture is not None:
             capture.upstream_headers = response.headers.copy()
-        if response.status_code != 200 or not _is_sse(response):
+        if response.status_code != 200 or not is_event_stream(response):
             return
         if response.headers.get("content-encoding", "identity") != "identity":
             logger.warning(
@@ -444,7 +445,7 @@ class HarmonyFilter:
             return
         if rewriter is not None and rewriter.calls:
             self._record(flow, info, rewriter.outcome, rewriter.warnings)
-        elif _is_sse(response):
+        elif is_event_stream(response):
             self._rewrite_sse_body(flow, info, config)
         else:
             self._rewrite_json_body(flow, info, config)
@@ -608,7 +609,3 @@ class HarmonyFilter:
 def _arrives_in_parts(response: http.Response) -> bool:
     content_type = response.headers.get("content-type", "").lower()
     return any(kind in content_type for kind in STREAMED_TYPES)
-
-
-def _is_sse(response: http.Response) -> bool:
-    return "text/event-stream" in response.headers.get("content-type", "")

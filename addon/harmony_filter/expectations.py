@@ -24,6 +24,7 @@ from typing import Any
 
 from .chat_result import FIELDS
 from .chat_result import client_result
+from .recording import flow_files
 from .recording import load_recording
 from .replay import Replayed
 from .replay import replay_flow
@@ -128,18 +129,6 @@ def describe(update: Update) -> list[str]:
     return lines
 
 
-def recordings_under(paths: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files += sorted(path.glob("*.flow"))
-        elif path.exists():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"{path}: no such file or directory")
-    return files
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m harmony_filter.expectations",
@@ -153,10 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         "paths", nargs="*", type=Path, metavar="PATH", help="recordings or directories"
     )
     args = parser.parse_args(argv)
-    try:
-        recordings = recordings_under(args.paths or [Path("recordings")])
-    except FileNotFoundError as e:
-        parser.exit(2, f"expectations: {e}\n")
+    recordings = flow_files(args.paths or [Path("recordings")])
+    missing = [str(path) for path in recordings if not path.exists()]
+    if missing:
+        parser.exit(2, f"expectations: {', '.join(missing)}: no such file or directory\n")
     updates = [regenerate(recording) for recording in recordings]
     counts: dict[str, int] = {}
     for update in updates:

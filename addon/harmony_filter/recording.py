@@ -20,6 +20,7 @@ the bytes the client was sent).
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,19 @@ def save_recording(flow: http.HTTPFlow, path: str | Path) -> None:
 
 
 def is_event_stream(response: http.Response) -> bool:
-    return response.headers.get("content-type", "").startswith("text/event-stream")
+    return is_event_stream_type(response.headers.get("content-type"))
+
+
+def is_event_stream_type(content_type: str | None) -> bool:
+    return (content_type or "").lower().startswith("text/event-stream")
+
+
+def flow_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given, directories as their `*.flow` files (sorted by name)."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        files += sorted(path.glob("*.flow")) if path.is_dir() else [path]
+    return files
 
 
 def upstream_chunks(flow: http.HTTPFlow) -> list[bytes]:
@@ -93,7 +106,7 @@ def recorded_client_side(flow: http.HTTPFlow) -> ClientSide | None:
     content_type = client_headers.get("content-type", flow.response.headers.get("content-type"))
     return ClientSide(
         metadata.get("client_status", flow.response.status_code),
-        (content_type or "").startswith("text/event-stream"),
+        is_event_stream_type(content_type),
         body,
     )
 

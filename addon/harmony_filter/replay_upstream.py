@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from typing import Literal
 
+from .recording import flow_files
 from .recording import is_event_stream
 from .recording import load_recording
 from .recording import upstream_chunk_times
@@ -100,10 +101,7 @@ def read_recording(path: Path) -> Recording:
 
 def load_recordings(paths: Iterable[str | Path]) -> list[Recording]:
     """Recordings from files and directories (their `*.flow` files, sorted by name)."""
-    files: list[Path] = []
-    for path in map(Path, paths):
-        files += sorted(path.glob("*.flow")) if path.is_dir() else [path]
-    return [read_recording(file) for file in files]
+    return [read_recording(file) for file in flow_files(paths)]
 
 
 def choose(recordings: list[Recording], request: dict[str, Any]) -> Recording:

@@ -37,6 +37,7 @@ from .expectations import accepted_answers
 from .expectations import expected_path
 from .expectations import is_answer
 from .expectations import read_expected
+from .recording import flow_files
 from .recording import is_event_stream
 from .recording import load_flows
 from .recording import recorded_client_side
@@ -336,13 +337,6 @@ def verdicts(report: FlowReport) -> list[Text]:
 
 def differs_from_recorded_client(report: FlowReport) -> bool:
     return bool(report.differences.get(RECORDED))
-
-
-def flow_files(paths: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for path in paths:
-        files += sorted(path.glob("*.flow")) if path.is_dir() else [path]
-    return files
 
 
 def main(argv: list[str] | None = None) -> int:
