@@ -74,6 +74,8 @@ _scan_string = json.decoder.scanstring  # type: ignore[attr-defined]
 _encode_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
 _CONTENT_VALUE = re.compile(r'"content"\s*:\s*"')
 _SENTINEL = "\x00harmony-filter\x00"
+"""Text no upstream sends: it marks where the text goes in a chunk made once."""
+_SENTINEL_JSON = _encode_string(_SENTINEL)
 _PLAIN_TEXT = re.compile(rb'[^"\\<\x00-\x1f]+')
 """The bytes of a JSON string without `<` or escapes."""
 _ESCAPED_TEXT = re.compile(rb'(?:[^"\\<\x00-\x1f]|\\["\\bfnrt])+')
@@ -209,12 +211,11 @@ class StreamRewriter:
             "harmony-filter: no content or tool call after %gs: ending the stream", limit
         )
         self._warn("no-final-timeout")
-        error = openai_error(
+        return _error_then_done(
             f"harmony-filter: the model produced no answer or tool call within {limit:g} s",
+            "no_final_timeout",
             kind="timeout",
         )
-        error["error"]["code"] = "no_final_timeout"
-        return [encode_event(json.dumps(error)), b"data: [DONE]\n\n"]
 
     def _end(self) -> list[bytes]:
         """The end of the body: flush every choice; a stream that stops before [DONE] with no
@@ -229,9 +230,10 @@ class StreamRewriter:
                 "the upstream stream ended before its answer did: the client got what was "
                 "decoded, then an error event",
             )
-            error = openai_error("harmony-filter: the upstream ended the stream before the answer")
-            error["error"]["code"] = "upstream_stream_cut_short"
-            out += [encode_event(json.dumps(error)), b"data: [DONE]\n\n"]
+            out += _error_then_done(
+                "harmony-filter: the upstream ended the stream before the answer",
+                "upstream_stream_cut_short",
+            )
         return out
 
     # -- events ---------------------------------------------------------------------------
@@ -336,14 +338,14 @@ class StreamRewriter:
         string, nor a duplicate key's), and split the chunk those events make (`framed`: as
         bytes too, for events with no other SSE field)."""
         try:
-            probe = _loads(steady.head + _encode_string(_SENTINEL) + steady.tail)
+            probe = _loads(steady.head + _SENTINEL_JSON + steady.tail)
             if probe["choices"][0]["delta"]["content"] != _SENTINEL:
                 return False
         except (ValueError, LookupError, TypeError):
             return False
         delta = dict.fromkeys(steady.keys, _SENTINEL)
         encoded = _to_json(make_chunk(self._envelope, steady.index, delta, None))
-        pieces = encoded.split(_encode_string(_SENTINEL))
+        pieces = encoded.split(_SENTINEL_JSON)
         if len(pieces) != len(steady.keys) + 1:
             return False
         steady.pieces = pieces
@@ -351,7 +353,7 @@ class StreamRewriter:
             steady.frame = _RawFrame(
                 f'data: {steady.head}"'.encode(),
                 f'"{steady.tail}\n\n'.encode(),
-                encode_event(encoded).split(_encode_string(_SENTINEL)[1:-1].encode()),
+                encode_event(encoded).split(_SENTINEL_JSON[1:-1].encode()),
                 steady.note,
             )
         return True
@@ -446,3 +448,10 @@ class StreamRewriter:
         if what not in self.warnings:
             self.warnings.append(what)
             logger.warning("harmony-filter: %s", message or what)
+
+
+def _error_then_done(message: str, code: str, kind: str = "upstream_error") -> list[bytes]:
+    """Ending a stream for the client on our side: an OpenAI error event, then [DONE]."""
+    error = openai_error(message, kind=kind)
+    error["error"]["code"] = code
+    return [encode_event(json.dumps(error)), b"data: [DONE]\n\n"]
