@@ -41,18 +41,24 @@ RETRY_AFTER = "7"
 MAX_HEAD = 64 * 1024
 
 
+THINK_FIRST = [
+    "<|channel|>",
+    "analysis",
+    "<|message|>",
+    "Think",
+    " first.",
+    "<|end|>",
+    "<|start|>",
+    "assistant",
+    "<|channel|>",
+]
+"""The reasoning every answer starts with, up to the next message's channel."""
+
+
 def answer_pieces(marker: str, numbers: int = 0) -> list[str]:
     """A reasoned answer cut like a tokenizer would: `<marker> 0 1 … n-1.` after the analysis."""
     return [
-        "<|channel|>",
-        "analysis",
-        "<|message|>",
-        "Think",
-        " first.",
-        "<|end|>",
-        "<|start|>",
-        "assistant",
-        "<|channel|>",
+        *THINK_FIRST,
         "final",
         "<|message|>",
         marker,
@@ -68,15 +74,7 @@ def answer_text(marker: str, numbers: int = 0) -> str:
 
 
 TOOL_PIECES = [
-    "<|channel|>",
-    "analysis",
-    "<|message|>",
-    "Think",
-    " first.",
-    "<|end|>",
-    "<|start|>",
-    "assistant",
-    "<|channel|>",
+    *THINK_FIRST,
     "commentary to=functions.get_weather <|constrain|>json",
     "<|message|>",
     '{"city":',

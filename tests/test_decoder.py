@@ -5,6 +5,7 @@ from hypothesis import example
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
+from test_fuzz import HARMONY_PIECES
 
 from harmony_filter.decoder import SPECIAL_TOKEN
 from harmony_filter.decoder import HarmonyDecoder
@@ -227,35 +228,7 @@ def test_any_chunking_gives_the_same_events(data: st.DataObject) -> None:
         assert feed_in_pieces(text, cuts) == expected
 
 
-PIECES = st.sampled_from(
-    [
-        "<|start|>",
-        "<|end|>",
-        "<|message|>",
-        "<|channel|>",
-        "<|constrain|>",
-        "<|return|>",
-        "<|call|>",
-        "<|",
-        "|>",
-        "<",
-        "assistant",
-        "analysis",
-        "final",
-        "commentary",
-        " to=",
-        "functions.f",
-        "json",
-        " ",
-        "\n",
-        "{}",
-        "é😀",
-        "t",
-        "o",
-        "=",
-    ]
-)
-HARMONYISH = st.lists(st.one_of(PIECES, st.text(max_size=5)), max_size=30).map("".join)
+HARMONYISH = st.lists(st.one_of(HARMONY_PIECES, st.text(max_size=5)), max_size=30).map("".join)
 
 
 @settings(max_examples=300, deadline=None)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from mitmproxy import http
 from recordings_util import RECORDINGS_DIR
 from recordings_util import recording_paths
 
@@ -95,16 +96,22 @@ def test_json_response_is_sent_whole_with_recorded_status() -> None:
     with_upstream(scenario)
 
 
-def test_pace_spaces_the_chunks(tmp_path: Path) -> None:
-    chunks = [b'data: {"a":1}\n\n', b'data: {"b":', b"2}\n\ndata: [DONE]\n\n"]
-    flow = make_recording(
+THREE_CHUNKS = [b'data: {"a":1}\n\n', b'data: {"b":', b"2}\n\ndata: [DONE]\n\n"]
+
+
+def three_chunk_stream() -> http.HTTPFlow:
+    return make_recording(
         {"model": "gpt-oss-20b", "messages": [], "stream": True},
         200,
         {"content-type": "text/event-stream"},
-        chunks,
+        THREE_CHUNKS,
         "test",
     )
-    save_recording(flow, tmp_path / "three.flow")
+
+
+def test_pace_spaces_the_chunks(tmp_path: Path) -> None:
+    chunks = THREE_CHUNKS
+    save_recording(three_chunk_stream(), tmp_path / "three.flow")
 
     async def scenario(client: httpx.AsyncClient) -> None:
         started = time.monotonic()
@@ -119,14 +126,8 @@ def test_pace_spaces_the_chunks(tmp_path: Path) -> None:
 
 
 def test_pace_recorded_plays_the_chunks_at_their_recorded_times(tmp_path: Path) -> None:
-    chunks = [b'data: {"a":1}\n\n', b'data: {"b":', b"2}\n\ndata: [DONE]\n\n"]
-    flow = make_recording(
-        {"model": "gpt-oss-20b", "messages": [], "stream": True},
-        200,
-        {"content-type": "text/event-stream"},
-        chunks,
-        "test",
-    )
+    chunks = THREE_CHUNKS
+    flow = three_chunk_stream()
     flow.metadata["harmony"]["upstream_chunk_times"] = [0.2, 0.2, 0.5]
     save_recording(flow, tmp_path / "timed.flow")
 
