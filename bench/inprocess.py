@@ -3,6 +3,7 @@ same text, the whole stream rewriter (what the addon runs per event) on the same
 the memory one stream's rewriter holds as the stream gets longer."""
 
 import gc
+import io
 import sys
 import time
 from collections.abc import Callable
@@ -110,5 +111,7 @@ def reachable_bytes(root: object) -> int:
             continue
         seen.add(id(obj))
         total += sys.getsizeof(obj)
+        if isinstance(obj, io.StringIO):  # its buffer is neither in its size nor a referent
+            total += sys.getsizeof(obj.getvalue())
         stack.extend(gc.get_referents(obj))
     return total

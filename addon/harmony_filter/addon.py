@@ -592,9 +592,9 @@ class HarmonyFilter:
     def _record(
         self, flow: http.HTTPFlow, info: dict[str, Any], outcome: Outcome, warnings: list[str]
     ) -> None:
-        if outcome.tool_call_ids and outcome.reasoning:
+        if outcome.tool_call_ids and (reasoning := outcome.reasoning):
             # Clients drop this reasoning when they send the tool results back; we put it back.
-            self.reasoning_cache.remember(outcome.tool_call_ids, outcome.reasoning)
+            self.reasoning_cache.remember(outcome.tool_call_ids, reasoning)
         info.update(outcome.summary())
         info["outcome"] = "rewritten"
         if outcome.first_output_at is not None and flow.live:

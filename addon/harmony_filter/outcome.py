@@ -1,5 +1,6 @@
 """What the filter did to one response: for logs, flow.metadata, metrics and the reasoning cache."""
 
+import io
 import time
 from dataclasses import dataclass
 from dataclasses import field
@@ -11,7 +12,6 @@ from .openai_shapes import Delta
 
 REASONING_KEEP_LIMIT = 64 * 1024
 """How much reasoning we keep per response (for re-injection); the stream itself is not limited."""
-_PARTS_BEFORE_JOIN = 256
 
 
 @dataclass(slots=True)
@@ -21,15 +21,14 @@ class Outcome:
     repairs: list[str] = field(default_factory=list)
     """Repairs that needed the request (tool names, arguments, wrapped answers, …)."""
     tool_call_ids: list[str] = field(default_factory=list)
-    reasoning_parts: list[str] = field(default_factory=list)
-    """The reasoning kept, in pieces joined now and then: not copied whole per event, and not
-    one string object per token either."""
     reasoning_kept: int = 0
+    """Characters of reasoning kept (see `reasoning`)."""
     content_chars: int = 0
     finish_reason: str | None = None
     first_output_at: float | None = None
     """Wall-clock time the first content or tool call went to the client."""
     usage: dict[str, Any] | None = None
+    _reasoning: io.StringIO = field(default_factory=io.StringIO)
 
     def observe(self, events: list[Event], deltas: list[Delta]) -> None:
         for event in events:
@@ -47,11 +46,9 @@ class Outcome:
 
     def keep_reasoning(self, text: str) -> None:
         if self.reasoning_kept < REASONING_KEEP_LIMIT:
-            text = text[: REASONING_KEEP_LIMIT - self.reasoning_kept]
-            self.reasoning_parts.append(text)
-            self.reasoning_kept += len(text)
-            if len(self.reasoning_parts) >= _PARTS_BEFORE_JOIN:
-                self.reasoning_parts[:] = ["".join(self.reasoning_parts)]
+            self.reasoning_kept += self._reasoning.write(
+                text[: REASONING_KEEP_LIMIT - self.reasoning_kept]
+            )
 
     def count_content(self, text: str) -> None:
         """Non-empty content went to the client."""
@@ -61,7 +58,8 @@ class Outcome:
 
     @property
     def reasoning(self) -> str:
-        return "".join(self.reasoning_parts)
+        """The reasoning kept, up to REASONING_KEEP_LIMIT characters."""
+        return self._reasoning.getvalue()
 
     def add_recoveries(self, names: list[str]) -> None:
         _extend_unique(self.recoveries, names)
