@@ -19,6 +19,13 @@ from .events import ToolCallEnd
 
 REASONING_MODES = ("both", "reasoning_content", "reasoning", "think", "drop")
 TOOL_MODES = ("openai", "text", "drop")
+_REASONING_KEYS: dict[str, tuple[str, ...]] = {
+    "both": ("reasoning_content", "reasoning"),
+    "reasoning_content": ("reasoning_content",),
+    "reasoning": ("reasoning",),
+    "drop": (),
+}
+"""The delta keys reasoning goes out under, each with the text as is (all modes but `think`)."""
 
 Delta = dict[str, Any]
 
@@ -63,12 +70,9 @@ class DeltaEncoder:
         when encoding it changes nothing here (None: it would open or close `<think>`)."""
         if kind is Content:
             return None if self._think_open else ("content",)
-        mode = self.style.reasoning
-        if mode == "both":
-            return ("reasoning_content", "reasoning")
-        if mode == "think":
+        if self.style.reasoning == "think":
             return ("content",) if self._think_open else None
-        return () if mode == "drop" else (mode,)
+        return _REASONING_KEYS[self.style.reasoning]
 
     def finish_reason(self, upstream: str | None) -> str:
         if upstream == "length":
@@ -94,17 +98,12 @@ class DeltaEncoder:
         return None
 
     def _reasoning(self, text: str) -> Delta | None:
-        mode = self.style.reasoning
-        if mode == "both":
-            return {"reasoning_content": text, "reasoning": text}
-        if mode == "think":
+        if self.style.reasoning == "think":
             if self._think_open:
                 return {"content": text}
             self._think_open = True
             return {"content": "<think>" + text}
-        if mode == "drop":
-            return None
-        return {mode: text}
+        return dict.fromkeys(_REASONING_KEYS[self.style.reasoning], text) or None
 
     def _content(self, text: str) -> Delta:
         if self._think_open:
