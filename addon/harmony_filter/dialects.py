@@ -88,17 +88,25 @@ class _HeldText:
     """A translator that keeps what it cannot decide on yet in `_held` and turns the rest into
     markup one `_step` at a time (each returns whether it made progress)."""
 
-    _held: str
+    def __init__(self, head: str) -> None:
+        self._held = head
+        self._in_message = False
 
     def _step(self, out: list[str]) -> bool:
         raise NotImplementedError
 
-    def _translate(self, text: str) -> str:
+    def feed(self, text: str) -> str:
         self._held += text
         out: list[str] = []
         while self._step(out):
             pass
         return "".join(out)
+
+    def _open(self, channel: str) -> str:
+        """The canonical start of a message header; it ends the message before, if any."""
+        opening = "<|end|><|start|>assistant" if self._in_message else ""
+        self._in_message = True
+        return f"{opening}<|channel|>{channel}"
 
 
 class _StrippedMarkers(_HeldText):
@@ -107,14 +115,13 @@ class _StrippedMarkers(_HeldText):
 
     def __init__(self, head: str) -> None:
         first = _FIRST_CHANNEL.match(head)
+        super().__init__(head[first.end() :] if first else head)
         self._state = _HEADER if first else _BODY
         self._marker = first.group() if first else ""  # as written: given back if no header
         self._channel = self._marker
-        self._held = head[first.end() :] if first else head
-        self._in_message = False
 
     def feed(self, text: str) -> str:
-        return text if self._state == _ARGUMENTS else self._translate(text)
+        return text if self._state == _ARGUMENTS else super().feed(text)
 
     def close(self) -> str:
         out = [self.feed("")]
@@ -166,12 +173,6 @@ class _StrippedMarkers(_HeldText):
         self._state = _BODY
         return True
 
-    def _open(self, channel: str) -> str:
-        """The canonical start of a message header; it ends the message before, if any."""
-        opening = "<|end|><|start|>assistant" if self._in_message else ""
-        self._in_message = True
-        return f"{opening}<|channel|>{channel}"
-
 
 # States of a turn with reasoning tags
 _OUTSIDE = 0  # in the answer (or before the first tag)
@@ -186,12 +187,8 @@ class _ReasoningTags(_HeldText):
     reasoning pieces, or trails the last one, is layout and is dropped."""
 
     def __init__(self, head: str) -> None:
+        super().__init__(head)
         self._state = _OUTSIDE
-        self._held = head
-        self._in_message = False
-
-    def feed(self, text: str) -> str:
-        return self._translate(text)
 
     def close(self) -> str:
         out = [self.feed("")]
@@ -212,9 +209,8 @@ class _ReasoningTags(_HeldText):
         if self._state == _INSIDE and tag.group() == _CLOSE_TAG:
             self._state = _CLOSED
         elif self._state == _OUTSIDE and tag.group() == _OPEN_TAG:
-            opening = "<|end|><|start|>assistant" if self._in_message else ""
-            out.append(f"{opening}<|channel|>analysis<|message|>")
-            self._state, self._in_message = _INSIDE, True
+            out.append(self._open("analysis") + "<|message|>")
+            self._state = _INSIDE
         return True  # a tag where it means nothing (a nested open, a stray close) is dropped
 
     def _after_close(self, out: list[str]) -> bool:
