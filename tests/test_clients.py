@@ -25,7 +25,7 @@ def load(path: Path) -> dict[str, Any]:
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
 def test_every_recorded_client_is_recognised(path: Path) -> None:
     fixture = load(path)
-    assert detect_client(fixture["headers"], fixture["body"]) == fixture["client"]
+    assert detect_client(fixture["headers"].items(), fixture["body"]) == fixture["client"]
 
 
 def test_the_fixtures_cover_every_client_but_unknown() -> None:
@@ -35,8 +35,8 @@ def test_the_fixtures_cover_every_client_but_unknown() -> None:
 def test_cline_cli_is_known_by_its_system_prompt_behind_an_ai_sdk_user_agent() -> None:
     fixture = load(REQUESTS / "cline_cli.json")
     assert "cline" not in fixture["headers"]["User-Agent"].lower()
-    assert detect_client(fixture["headers"], fixture["body"]) == "cline"
-    assert detect_client(fixture["headers"], {"messages": []}) == "unknown"
+    assert detect_client(fixture["headers"].items(), fixture["body"]) == "cline"
+    assert detect_client(fixture["headers"].items(), {"messages": []}) == "unknown"
 
 
 CLINE_BODY = {"messages": [{"role": "system", "content": "You are Cline, a highly skilled…"}]}
@@ -101,7 +101,7 @@ NO_BODY: dict[str, Any] = {}
     ],
 )
 def test_detection_signals(headers: dict[str, str], body: Any, expected: str) -> None:
-    assert detect_client(headers, body) == expected
+    assert detect_client(headers.items(), body) == expected
 
 
 json_values = st.recursive(
@@ -127,7 +127,7 @@ json_values = st.recursive(
     ),
 )
 def test_detection_never_fails_on_any_json(headers: dict[str, str], body: Any) -> None:
-    assert detect_client(headers, body) in CLIENTS
+    assert detect_client(headers.items(), body) in CLIENTS
 
 
 def test_system_prompt_and_tool_name_read_both_shapes() -> None:

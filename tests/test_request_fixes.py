@@ -37,7 +37,7 @@ SPECIAL_TOKEN = re.compile(r"<\|(?:start|end|message|channel|constrain|return|ca
 
 def load(name: str) -> tuple[dict[str, Any], str]:
     fixture = json.loads((REQUESTS / f"{name}.json").read_text())
-    return fixture["body"], detect_client(fixture["headers"], fixture["body"])
+    return fixture["body"], detect_client(fixture["headers"].items(), fixture["body"])
 
 
 def fix(

@@ -17,7 +17,6 @@ from mitmproxy import http
 from mitmproxy.proxy.mode_specs import ProxyMode
 
 from .clients import detect_client
-from .clients import header_map
 from .decoder import BUILTIN_TOOL_MODES
 from .openai_shapes import REASONING_MODES
 from .openai_shapes import TOOL_MODES
@@ -355,7 +354,7 @@ class HarmonyFilter:
         model = body.get("model")
         if not isinstance(model, str) or not self.models.search(model):
             return
-        client = detect_client(header_map(flow.request.headers.items(multi=True)), body)
+        client = detect_client(flow.request.headers.items(multi=True), body)
         info = flow.metadata[META] = {
             "model": model,
             "client": client,

@@ -11,7 +11,6 @@ Fingerprints come from the clients' sources; see the README section on request f
 
 import re
 from collections.abc import Iterable
-from collections.abc import Mapping
 from typing import Any
 
 CLIENTS = (
@@ -155,8 +154,12 @@ _SYSTEM_PROMPT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("opencode", re.compile(r"^\s*You are opencode\b", re.I)),
     ("codex", re.compile(r"^\s*You are (?:Codex\b|a coding agent running in the Codex CLI)")),
     ("aider", re.compile(r"^\s*Act as an expert software developer\b|SEARCH/REPLACE block")),
-    ("continue", re.compile(r"<important_rules>|```tool_definition")),
-    ("continue", re.compile(r"^\s*You are an agent in the Continue CLI\b")),
+    (
+        "continue",
+        re.compile(
+            r"^\s*You are an agent in the Continue CLI\b|<important_rules>|```tool_definition"
+        ),
+    ),
 )
 
 _TOOL_RULES: tuple[tuple[str, frozenset[str]], ...] = (
@@ -170,9 +173,10 @@ _TOOL_RULES: tuple[tuple[str, frozenset[str]], ...] = (
 _SDK_USER_AGENT = re.compile(r"^OpenAI/(?:Python|JS)\b", re.I)
 
 
-def detect_client(headers: Mapping[str, str], body: Any) -> str:
-    """Name the client (one of CLIENTS) from the request headers and its parsed JSON body."""
-    lowered = header_map(headers.items())
+def detect_client(headers: Iterable[tuple[str, str]], body: Any) -> str:
+    """Name the client (one of CLIENTS) from the request's header fields (mitmproxy's
+    `headers.items(multi=True)`, or a dict's items) and its parsed JSON body."""
+    lowered = _header_map(headers)
     return (
         _by_headers(lowered)
         or _by_system_prompt(body)
@@ -183,7 +187,7 @@ def detect_client(headers: Mapping[str, str], body: Any) -> str:
     )
 
 
-def header_map(fields: Iterable[tuple[str, str]]) -> dict[str, str]:
+def _header_map(fields: Iterable[tuple[str, str]]) -> dict[str, str]:
     """Header fields by lower-case name, repeated ones joined with ", " as HTTP folds them. Fed
     mitmproxy's `headers.items(multi=True)` it is one pass; its plain `items()` looks every name
     up again in the whole list."""
