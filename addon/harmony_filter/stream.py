@@ -28,7 +28,7 @@ from .pipeline import RewriteConfig
 from .sse import SseDecoder
 from .sse import SseEvent
 from .sse import encode_event
-from .upstream_errors import error_message
+from .upstream_errors import json_error_message
 from .upstream_errors import openai_error
 
 logger = logging.getLogger(__name__)
@@ -268,7 +268,7 @@ class StreamRewriter:
             return []
         choices = chunk.get("choices") if isinstance(chunk, dict) else None
         if not isinstance(choices, list):
-            return self._non_chunk(event, data, chunk)
+            return self._non_chunk(event, chunk)
         if not choices:
             if isinstance(chunk.get("usage"), dict):
                 self.outcome.usage = chunk["usage"]
@@ -358,13 +358,13 @@ class StreamRewriter:
             )
         return True
 
-    def _non_chunk(self, event: SseEvent, data: str, value: Any) -> list[bytes]:
+    def _non_chunk(self, event: SseEvent, value: Any) -> list[bytes]:
         """Not a chunk: an error object (Ollama once sent `{"error parsing tool call": …}`)
         goes out in OpenAI's error shape, anything else as the server sent it."""
         if not isinstance(value, dict) or not any("error" in key.lower() for key in value):
             return [event.raw]
         self._upstream_error = True
-        message = error_message(data.encode())
+        message = json_error_message(value)
         if message is None:
             return [event.raw]  # already an OpenAI error
         self._warn("upstream-error-in-stream")

@@ -45,6 +45,11 @@ def error_message(body: bytes, status: str = "an error") -> str | None:
         if text.startswith("<"):  # a reverse proxy's error page: its words, not its markup
             text = " ".join(_TAG.sub(" ", text).split())
         return text[:MESSAGE_LIMIT] or f"the upstream answered {status} with no body"
+    return json_error_message(value)
+
+
+def json_error_message(value: Any) -> str | None:
+    """`error_message` for a body already parsed as JSON."""
     if isinstance(value, dict):
         if isinstance(value.get("error"), dict):
             return None
