@@ -9,43 +9,34 @@ this shape.
 import json
 from typing import Any
 
+from .openai_shapes import accumulate as accumulate_deltas
+from .sse import SseDecoder
+
 FIELDS = ("content", "reasoning", "tool_calls", "finish_reason")
 
 
 def sse_chunks(body: bytes) -> list[dict[str, Any]]:
-    """The JSON objects of an SSE body; `[DONE]` and comments left out."""
-    chunks = []
-    for block in body.replace(b"\r\n", b"\n").split(b"\n\n"):
-        data = b"\n".join(
-            line[5:].removeprefix(b" ") for line in block.split(b"\n") if line.startswith(b"data:")
-        )
-        if data and data.strip() != b"[DONE]":
-            chunks.append(json.loads(data))
-    return chunks
+    """The JSON objects of an SSE body, framed as the filter frames them; `[DONE]` and comments
+    left out."""
+    decoder = SseDecoder()
+    return [
+        json.loads(event.data)
+        for event in decoder.feed(body) + decoder.flush()
+        if event.data and event.data.strip() != "[DONE]"
+    ]
 
 
 def accumulate(chunks: list[dict[str, Any]]) -> tuple[dict[str, Any], str | None]:
-    """Fold choice 0's deltas into one message; returns (message, finish_reason)."""
-    message: dict[str, Any] = {}
-    calls: dict[int, dict[str, Any]] = {}
+    """Fold choice 0's deltas into one message, as the filter folds them; returns (message,
+    finish_reason)."""
+    deltas: list[dict[str, Any]] = []
     finish_reason = None
     for chunk in chunks:
         for choice in chunk.get("choices") or []:
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            for key in ("content", "reasoning_content", "reasoning"):
-                if isinstance(delta.get(key), str):
-                    message[key] = message.get(key, "") + delta[key]
-            for call in delta.get("tool_calls") or []:
-                slot = calls.setdefault(call["index"], {"function": {"name": "", "arguments": ""}})
-                function = call.get("function") or {}
-                slot["function"]["name"] += function.get("name") or ""
-                slot["function"]["arguments"] += function.get("arguments") or ""
-            finish_reason = choice.get("finish_reason") or finish_reason
-    if calls:
-        message["tool_calls"] = [calls[index] for index in sorted(calls)]
-    return message, finish_reason
+            if choice.get("index", 0) == 0:
+                deltas.append(choice.get("delta") or {})
+                finish_reason = choice.get("finish_reason") or finish_reason
+    return accumulate_deltas(deltas), finish_reason
 
 
 def normalise(message: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
