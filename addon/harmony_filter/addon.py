@@ -67,6 +67,17 @@ requests and answers stay far below this size: a body over it streams untouched,
 FORWARD_PROXY_MODES = ("regular", "upstream", "socks5")
 
 
+def proxy_modes() -> list[ProxyMode]:
+    """The modes mitmproxy runs in (a spec it cannot parse is left out: it rejects that itself)."""
+    modes = []
+    for spec in ctx.options.mode:
+        try:
+            modes.append(ProxyMode.parse(spec))
+        except ValueError:
+            pass
+    return modes
+
+
 def handled(flow: http.HTTPFlow) -> tuple[dict[str, Any], http.Response, str] | None:
     """For the addons that report on a flow the filter handled, once it has its response: what
     the filter recorded, the response, the outcome."""
@@ -316,11 +327,7 @@ class HarmonyFilter:
         traffic, and reads it once they trust its CA. (No proxyauth option: no proxy server.)"""
         if not ctx.options.server or "proxyauth" not in ctx.options or ctx.options.proxyauth:
             return
-        for spec in ctx.options.mode:
-            try:
-                mode = ProxyMode.parse(spec)
-            except ValueError:
-                continue  # mitmproxy itself rejects it
+        for mode in proxy_modes():
             host = mode.listen_host(ctx.options.listen_host)
             if mode.type_name in FORWARD_PROXY_MODES and not is_loopback(host):
                 logger.warning(

@@ -10,7 +10,6 @@ from typing import Any
 
 from mitmproxy import ctx
 from mitmproxy import http
-from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.proxy.mode_specs import ReverseMode
 from mitmproxy.proxy.mode_specs import UpstreamMode
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -18,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import generate_latest
 
 from . import __version__
+from .addon import proxy_modes
 from .upstream_errors import openai_error
 
 PREFIX = "/harmony-filter/"
@@ -46,7 +46,7 @@ class Endpoints:
             updated & {"mode", "connection_strategy"}
             and "connection_strategy" in ctx.options  # no proxy server, as in tests: no option
             and ctx.options.connection_strategy == "eager"
-            and any(isinstance(mode, ReverseMode | UpstreamMode) for mode in _modes())
+            and any(isinstance(mode, ReverseMode | UpstreamMode) for mode in proxy_modes())
         ):
             ctx.options.connection_strategy = "lazy"
             logger.debug("harmony-filter: connection_strategy set to lazy for the endpoints")
@@ -104,16 +104,6 @@ async def ready(flow: http.HTTPFlow) -> http.Response:
         return _json(503, {"ready": False, "upstream": upstream, "error": reason})
     writer.close()
     return _json(200, {"ready": True, "upstream": upstream})
-
-
-def _modes() -> list[ProxyMode]:
-    modes = []
-    for spec in ctx.options.mode:
-        try:
-            modes.append(ProxyMode.parse(spec))
-        except ValueError:
-            pass  # mitmproxy itself rejects it
-    return modes
 
 
 def _json(status: int, body: dict[str, Any]) -> http.Response:

@@ -3,7 +3,8 @@
 import logging
 
 from mitmproxy import ctx
-from mitmproxy.proxy.mode_specs import ProxyMode
+
+from .addon import proxy_modes
 
 LOOPBACK = "127.0.0.1"
 
@@ -19,7 +20,7 @@ class Loopback:
         proxyserver = ctx.master.addons.get("proxyserver")
         if ctx.options.listen_host or proxyserver is None or not ctx.options.server:
             return
-        modes = [ProxyMode.parse(spec) for spec in ctx.options.mode]
+        modes = proxy_modes()
         defaulted = [mode for mode in modes if mode.custom_listen_host is None]
         if not defaulted:
             return
