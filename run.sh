@@ -275,14 +275,10 @@ serve_demo() {
 }
 
 # The system (or per-client) proxy: any host reachable, only gpt-oss chat completions rewritten.
-# (The addon itself also warns about a proxy beyond loopback without proxyauth, for plain mitmdump.)
+# (Beyond loopback without proxyauth, the addon itself warns that anyone can use it.)
 proxy() {
     local host="${HOST:-127.0.0.1}" port="${PORT:-8080}"
     local ca="$HOME/.mitmproxy/mitmproxy-ca-cert.pem"
-    if ! is_loopback "$host" && [[ " $* " != *proxyauth* ]]; then
-        say "warning: HOST=$host lets any machine that reaches it use this proxy, with no" \
-            "password; add --proxyauth USER:PASS, or keep HOST=127.0.0.1"
-    fi
     local url="http://$host:$port"
     [[ "$host" == 0.0.0.0 || "$host" == "::" ]] && url="http://127.0.0.1:$port"
     say "HTTP(S) proxy on $host:$port: gpt-oss chat completions are rewritten, all else passes"
