@@ -61,15 +61,17 @@ def redact_request(request: http.Request) -> None:
         request.path = f"{path}?{redact_query(query)}"
 
 
-def secret_values(request: http.Request) -> list[str]:
-    """The credentials a request carries (secret header values and their token and cookie parts,
-    key-like query values), longest first, for scrubbing from bodies that might quote them."""
+def secret_values(*requests: http.Request) -> list[str]:
+    """The credentials the requests carry (secret header values and their token and cookie
+    parts, key-like query values), each once, longest first, for scrubbing from bodies that might
+    quote them."""
     values: set[str] = set()
-    for name in SECRET_HEADERS:
-        for value in request.headers.get_all(name):
-            values.update((value, *value.split()))  # "Bearer sk-…"
-            values.update(part.partition("=")[2] for part in value.split(";"))  # cookies
-    values.update(v for k, v in request.query.items(multi=True) if _SECRET_PARAM.search(k))
+    for request in requests:
+        for name in SECRET_HEADERS:
+            for value in request.headers.get_all(name):
+                values.update((value, *value.split()))  # "Bearer sk-…"
+                values.update(part.partition("=")[2] for part in value.split(";"))  # cookies
+        values.update(v for k, v in request.query.items(multi=True) if _SECRET_PARAM.search(k))
     kept = {value.strip() for value in values if len(value.strip()) >= MIN_SECRET_LENGTH}
     return sorted(kept, key=len, reverse=True)
 
@@ -143,7 +145,7 @@ def write_recording(
     directory: Path, flow: http.HTTPFlow, capture: Capture, info: dict[str, Any]
 ) -> Path:
     """Save the flow as a recording; returns its path."""
-    secrets = secret_values(capture.client_request) + secret_values(flow.request)
+    secrets = secret_values(capture.client_request, flow.request)
     recorded = flow.copy()
     recorded.request = capture.client_request
     redact_request(recorded.request)
@@ -154,7 +156,7 @@ def write_recording(
         redact_headers(client_headers)
         metadata["client_status"] = response.status_code
         metadata["client_headers"] = [[k, v] for k, v in client_headers.items(multi=True)]
-        upstream = response.copy()
+        upstream = recorded.response  # flow.copy() copied it
         if capture.upstream_headers is not None:
             upstream.headers = capture.upstream_headers
         redact_headers(upstream.headers)
@@ -170,7 +172,6 @@ def write_recording(
             metadata["client_body"] = response.content
             if capture.upstream_body is not None:
                 upstream.content = capture.upstream_body
-        recorded.response = upstream
     _scrub_recording(recorded, metadata, secrets)
     recorded.metadata = {"harmony": metadata}
     directory.mkdir(parents=True, exist_ok=True)
