@@ -29,6 +29,7 @@ from .recording import is_event_stream
 from .recording import load_recording
 from .recording import upstream_chunk_times
 from .recording import upstream_chunks
+from .upstream_errors import openai_error
 
 HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 MAX_HEAD = 64 * 1024
@@ -121,10 +122,8 @@ def choose(recordings: list[Recording], request: dict[str, Any]) -> Recording:
     )
 
 
-def openai_error(message: str, code: str) -> dict[str, Any]:
-    return {
-        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
-    }
+def request_error(message: str, code: str) -> dict[str, Any]:
+    return openai_error(message, code, kind="invalid_request_error")
 
 
 class ReplayUpstream:
@@ -157,7 +156,7 @@ class ReplayUpstream:
             }
             body = await read_body(reader, headers)
         except ValueError:
-            await self.send_json(writer, 400, openai_error("malformed request", "bad_request"))
+            await self.send_json(writer, 400, request_error("malformed request", "bad_request"))
             return False
         path = target.split("?", 1)[0].rstrip("/")
         if method == "POST" and path.endswith("/chat/completions"):
@@ -170,7 +169,7 @@ class ReplayUpstream:
             await self.send_json(writer, 200, {"object": "list", "data": listing})
         else:
             await self.send_json(
-                writer, 404, openai_error(f"no route for {method} {path}", "not_found")
+                writer, 404, request_error(f"no route for {method} {path}", "not_found")
             )
         return version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
 
@@ -182,7 +181,7 @@ class ReplayUpstream:
         if name:
             recording = next((r for r in self.recordings if r.name == name), None)
             if recording is None:
-                error = openai_error(f"no recording named {name!r}", "not_found")
+                error = request_error(f"no recording named {name!r}", "not_found")
                 return await self.send_json(writer, 404, error)
         else:
             try:
@@ -190,7 +189,7 @@ class ReplayUpstream:
             except ValueError:
                 request = None
             if not isinstance(request, dict):
-                error = openai_error("the request body is not a JSON object", "invalid_json")
+                error = request_error("the request body is not a JSON object", "invalid_json")
                 return await self.send_json(writer, 400, error)
             recording = choose(self.recordings, request)
         headers_out = [(k, v) for k, v in recording.headers if k.lower() not in HOP_BY_HOP]

@@ -452,6 +452,5 @@ class StreamRewriter:
 
 def _error_then_done(message: str, code: str, kind: str = "upstream_error") -> list[bytes]:
     """Ending a stream for the client on our side: an OpenAI error event, then [DONE]."""
-    error = openai_error(message, kind=kind)
-    error["error"]["code"] = code
-    return [encode_event(json.dumps(error)), b"data: [DONE]\n\n"]
+    error = json.dumps(openai_error(message, code, kind))
+    return [encode_event(error), b"data: [DONE]\n\n"]

@@ -59,5 +59,8 @@ def json_error_message(value: Any) -> str | None:
     return json.dumps(value)
 
 
-def openai_error(message: str, status: int | None = None, kind: str = "upstream_error") -> dict:
-    return {"error": {"message": message, "type": kind, "param": None, "code": status}}
+def openai_error(
+    message: str, code: int | str | None = None, kind: str = "upstream_error"
+) -> dict[str, Any]:
+    """OpenAI's error body; `code` is the HTTP status or a name for the error."""
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}

@@ -31,6 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .addon import is_chat_request
+from .addon import parse_json_object
 from .chat_result import FIELDS
 from .chat_result import client_result
 from .expectations import accepted_answers
@@ -182,7 +183,7 @@ def expected_side(expected: dict[str, Any], name: str) -> Side | None:
 def facts(flow: http.HTTPFlow) -> list[str]:
     """Who asked what, when, and how the upstream answered: enough to find one's session."""
     info = flow.metadata.get("harmony", {})
-    request = parse_object(flow.request.content)
+    request = parse_json_object(flow.request.content) or {}
     recorded = [
         time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(flow.request.timestamp_start)),
         f"client {info['client']}" if info.get("client") else None,
@@ -213,14 +214,6 @@ def facts(flow: http.HTTPFlow) -> list[str]:
     if info.get("error"):
         lines.append(f"the flow ended in an error: {info['error']}")
     return lines
-
-
-def parse_object(raw: bytes | None) -> dict[str, Any]:
-    try:
-        value = json.loads(raw or b"")
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def report_flow(flow: http.HTTPFlow, label: str, expected: dict[str, Any] | None) -> FlowReport:
