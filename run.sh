@@ -116,11 +116,7 @@ setup() {
         say "creating $VENV with $python ($("$python" --version 2>&1))"
         "$python" -m venv "$VENV"
     fi
-    if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$(pyproject_hash)" ]]; then
-        say "installing harmony-filter and its dev tools into $VENV"
-        "$VENV_PY" -m pip install --quiet --editable '.[dev]'
-        pyproject_hash >"$STAMP"
-    fi
+    install_once dev "$STAMP" "harmony-filter and its dev tools"
     # openai-harmony must find its vocabulary locally, never download it.
     TIKTOKEN_ENCODINGS_BASE="$("$VENV_PY" -m harmony_filter.vocab)"
     export TIKTOKEN_ENCODINGS_BASE
@@ -130,10 +126,17 @@ setup() {
 # pyproject.toml changes.
 setup_bench() {
     setup
-    local stamp="$VENV/.harmony-filter-bench-installed"
+    install_once dev,bench "$VENV/.harmony-filter-bench-installed" \
+        "the bench extra (matplotlib, py-spy)"
+}
+
+# Installs the project with the EXTRAS into .venv, unless the STAMP file says it was done for
+# this exact pyproject.toml (it holds its hash).
+install_once() {
+    local extras="$1" stamp="$2" what="$3"
     if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$(pyproject_hash)" ]]; then
-        say "installing the bench extra (matplotlib, py-spy) into $VENV"
-        "$VENV_PY" -m pip install --quiet --editable '.[dev,bench]'
+        say "installing $what into $VENV"
+        "$VENV_PY" -m pip install --quiet --editable ".[$extras]"
         pyproject_hash >"$stamp"
     fi
 }

@@ -73,7 +73,6 @@ def test_health_reports_version_and_the_options_in_force() -> None:
         assert body["options"]["harmony_models"] == "gpt[-_]?oss"
         assert all(name.startswith("harmony_") for name in body["options"])
         assert 0 <= body["uptime_s"] < 60
-        assert flow.metadata["harmony_endpoint"] is True
 
 
 def test_metrics_serves_the_registry_as_prometheus_text() -> None:
@@ -105,7 +104,7 @@ def test_other_paths_are_left_alone() -> None:
         for path in ("/v1/chat/completions", "/harmony-filterx/health", "/v1/harmony-filter/"):
             flow = endpoint_flow(path)
             asyncio.run(endpoints.request(flow))
-            assert flow.response is None and "harmony_endpoint" not in flow.metadata
+            assert flow.response is None
 
 
 def test_endpoint_flows_are_neither_filtered_nor_counted() -> None:

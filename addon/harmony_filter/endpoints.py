@@ -21,8 +21,6 @@ from .addon import proxy_modes
 from .upstream_errors import openai_error
 
 PREFIX = "/harmony-filter/"
-ENDPOINT_META = "harmony_endpoint"
-"""flow.metadata key set on flows answered here: they are neither filtered nor counted."""
 READY_TIMEOUT = 1.0
 """Seconds the upstream gets to accept a TCP connection before we report not ready (probes such
 as Kubernetes' wait 1 s by default)."""
@@ -55,7 +53,6 @@ class Endpoints:
         path = flow.request.path.split("?", 1)[0]
         if flow.response is not None or not path.startswith(PREFIX):
             return
-        flow.metadata[ENDPOINT_META] = True
         name = path.removeprefix(PREFIX).rstrip("/")
         if flow.request.method != "GET":
             flow.response = _error(405, f"{path} only answers GET")

@@ -18,6 +18,7 @@ never write.
 import argparse
 import json
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,14 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.exit(2, f"expectations: {', '.join(missing)}: no such file or directory\n")
     updates = [regenerate(recording) for recording in recordings]
-    counts: dict[str, int] = {}
+    counts = Counter(update.verdict for update in updates)
     for update in updates:
-        counts[update.verdict] = counts.get(update.verdict, 0) + 1
         if update.verdict != "unchanged":
             print("\n".join(describe(update)))
         if update.new is not None and not args.check:
             write(update)
-    pending = counts.get("new", 0) + counts.get("changed", 0)
+    pending = counts["new"] + counts["changed"]
     summary = ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items()))
     print(f"{len(updates)} recordings: {summary or 'none'}.")
     if pending and args.check:

@@ -35,7 +35,6 @@ from .addon import parse_json_object
 from .chat_result import FIELDS
 from .chat_result import client_result
 from .expectations import accepted_answers
-from .expectations import expected_path
 from .expectations import is_answer
 from .expectations import read_expected
 from .recording import flow_files
@@ -247,7 +246,7 @@ def report_path(path: Path) -> tuple[list[FlowReport], list[str]]:
             f"{path.name}: {len(flows) - len(chats)} flow(s) left out: no chat "
             "completion request, or no response"
         )
-    expected = read_expected(path) if len(flows) == 1 and expected_path(path).exists() else None
+    expected = read_expected(path) if len(flows) == 1 else None
     reports = [
         report_flow(flow, path.name if len(chats) == 1 else f"{path.name} #{number}", expected)
         for number, flow in enumerate(chats, 1)
