@@ -27,6 +27,9 @@ from faulty_upstream import answer_text
 from state_probe import ProbedProxy
 from state_probe import is_idle
 
+from harmony_filter.chat_result import accumulate
+from harmony_filter.chat_result import normalise
+
 TOOLS = [
     {
         "type": "function",
@@ -101,22 +104,18 @@ def _client(base_url: str) -> openai.OpenAI:
 
 
 def _read_stream(stream: Any, result: Result) -> None:
-    content, reasoning, calls = "", "", {}
+    """What the client got, however far the stream went."""
+    chunks = []
     try:
         for chunk in stream:
-            for choice in chunk.choices:
-                delta = choice.delta
-                content += delta.content or ""
-                reasoning += (delta.model_extra or {}).get("reasoning_content") or ""
-                for call in delta.tool_calls or ():
-                    slot = calls.setdefault(call.index, ["", ""])
-                    slot[0] += call.function.name or ""
-                    slot[1] += call.function.arguments or ""
-                result.finish = choice.finish_reason or result.finish
+            chunks.append(chunk.model_dump())
     finally:
-        result.content = content or None
-        result.reasoning = reasoning or None
-        result.tool_calls = [(name, json.loads(args)) for name, args in calls.values()] or None
+        got = normalise(*accumulate(chunks))
+        result.content, result.reasoning = got["content"], got["reasoning"]
+        result.finish = got["finish_reason"]
+        result.tool_calls = [
+            (call["name"], call["arguments"]) for call in got["tool_calls"]
+        ] or None
 
 
 @pytest.fixture(autouse=True)

@@ -22,6 +22,8 @@ from state_probe import ProbedProxy
 from state_probe import is_idle
 
 from harmony_filter.addon import HarmonyFilter
+from harmony_filter.chat_result import accumulate
+from harmony_filter.chat_result import normalise
 from harmony_filter.outcome import REASONING_KEEP_LIMIT
 from harmony_filter.pipeline import RewriteConfig
 from harmony_filter.reasoning_cache import ReasoningCache
@@ -39,8 +41,7 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": 
 async def one_stream(client: openai.AsyncOpenAI, marker: str, tool: bool) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"tools": TOOLS} if tool else {}
     headers = {"x-fault": "tool" if tool else "ok", "x-numbers": str(NUMBERS), "x-pace": str(PACE)}
-    got: dict[str, Any] = {"content": "", "reasoning": "", "calls": [], "finish": None}
-    got["started"] = time.monotonic()
+    started = time.monotonic()
     stream = await client.chat.completions.create(
         model="gpt-oss-20b",
         stream=True,
@@ -48,15 +49,8 @@ async def one_stream(client: openai.AsyncOpenAI, marker: str, tool: bool) -> dic
         extra_headers=headers,
         **kwargs,
     )
-    async for chunk in stream:
-        for choice in chunk.choices:
-            got["content"] += choice.delta.content or ""
-            got["reasoning"] += (choice.delta.model_extra or {}).get("reasoning_content") or ""
-            for call in choice.delta.tool_calls or ():
-                got["calls"].append((call.function.name, json.loads(call.function.arguments)))
-            got["finish"] = choice.finish_reason or got["finish"]
-    got["ended"] = time.monotonic()
-    return got
+    got = normalise(*accumulate([chunk.model_dump() async for chunk in stream]))
+    return got | {"started": started, "ended": time.monotonic()}
 
 
 async def run_streams(base_url: str) -> list[dict[str, Any]]:
@@ -78,14 +72,14 @@ def test_concurrent_streams_each_get_their_own_answer_whole_and_in_order(
     for n, got in enumerate(results):
         assert got["reasoning"] == REASONING, n
         if n % 4 == 3:
-            assert got["content"] == "" and got["finish"] == "tool_calls"
-            assert got["calls"] == [("get_weather", {"city": "Paris"})]
+            assert got["content"] is None and got["finish_reason"] == "tool_calls"
+            assert got["tool_calls"] == [{"name": "get_weather", "arguments": {"city": "Paris"}}]
             tool_calls += 1
         else:
             assert got["content"] == answer_text(f"stream-{n:02d}", NUMBERS), n
-            assert got["finish"] == "stop" and got["calls"] == []
+            assert got["finish_reason"] == "stop" and got["tool_calls"] == []
     assert len(upstream[1].exchanges) == STREAMS
-    delivered = sum(len(r["content"].encode()) + len(r["reasoning"].encode()) for r in results)
+    delivered = sum(len(((r["content"] or "") + r["reasoning"]).encode()) for r in results)
     with capsys.disabled():
         print(
             f"\nload: {STREAMS} concurrent streams held for {took:.1f} s, "
