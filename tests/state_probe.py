@@ -26,6 +26,15 @@ from mitmproxy import http
 PATH = "/test-probe/state"
 
 
+def flow_tables(addon: object) -> dict[str, int]:
+    """How many entries each of the addon's tables holds (per-flow state must not stay)."""
+    return {
+        name: len(value)
+        for name, value in vars(addon).items()
+        if isinstance(value, dict | list | set)
+    }
+
+
 class StateProbe:
     def __init__(self) -> None:
         self.flows: weakref.WeakSet[http.HTTPFlow] = weakref.WeakSet()
@@ -37,11 +46,7 @@ class StateProbe:
         if flow.request.path != PATH or flow.response is not None:
             return
         harmony = ctx.master.addons.get("harmonyfilter")
-        tables = {
-            name: len(value)
-            for name, value in vars(harmony).items()
-            if isinstance(value, dict | list | set)
-        }
+        tables = flow_tables(harmony)
         if len(self.flows) > 1:
             gc.collect()  # a flow in a reference cycle waits for the collector
         state = {

@@ -25,10 +25,13 @@ from mitmproxy import flow as mitmflow
 from mitmproxy import http
 from mitmproxy.test import taddons
 from mitmproxy.test import tflow
+from state_probe import flow_tables
 from test_request_fixes import json_values
 from test_request_fixes import requests as request_shapes
 
 from harmony_filter.addon import HarmonyFilter
+from harmony_filter.openai_shapes import REASONING_MODES
+from harmony_filter.openai_shapes import TOOL_MODES
 from harmony_filter.openai_shapes import OutputStyle
 from harmony_filter.pipeline import RewriteConfig
 from harmony_filter.repairs import request_view
@@ -255,13 +258,10 @@ views = st.builds(
     st.sampled_from(["cline", "roo", "openai-sdk", "unknown"]),
     st.booleans(),
 )
+styles = st.builds(OutputStyle, st.sampled_from(REASONING_MODES), st.sampled_from(TOOL_MODES))
 configs = st.builds(
     RewriteConfig,
-    st.builds(
-        OutputStyle,
-        st.sampled_from(["both", "reasoning_content", "reasoning", "think", "drop"]),
-        st.sampled_from(["openai", "text", "drop"]),
-    ),
+    styles,
     views,
     st.sampled_from(["drop", "surface"]),
 )
@@ -374,5 +374,5 @@ def run_flow(
                 assert_valid_sse(body)
             else:
                 json.loads(body)  # what the filter wrote instead is JSON
-    tables = {k: len(v) for k, v in vars(addon).items() if isinstance(v, dict | list | set)}
+    tables = flow_tables(addon)
     assert not any(tables.values()), tables

@@ -19,6 +19,7 @@ from mitmproxy import http
 from mitmproxy.test import taddons
 from mitmproxy.test import tflow
 from state_probe import ProbedProxy
+from state_probe import flow_tables
 from state_probe import is_idle
 
 from harmony_filter.addon import HarmonyFilter
@@ -140,5 +141,5 @@ def test_many_flows_through_the_hooks_leave_nothing_behind_but_the_bounded_cache
                 flow.error = mitmflow.Error("Client disconnected.")
                 addon.error(flow)
     assert len(addon.reasoning_cache) == 8
-    tables = {k: len(v) for k, v in vars(addon).items() if isinstance(v, dict | list | set)}
+    tables = flow_tables(addon)
     assert not any(tables.values()), tables

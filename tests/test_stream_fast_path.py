@@ -16,10 +16,10 @@ from test_fuzz import configs
 from test_fuzz import feed
 from test_fuzz import harmonyish
 from test_fuzz import pieces
+from test_fuzz import styles
 from test_fuzz import views
 from test_fuzz import without_call_ids
 
-from harmony_filter.openai_shapes import OutputStyle
 from harmony_filter.pipeline import ChoicePipeline
 from harmony_filter.pipeline import RewriteConfig
 from harmony_filter.repairs import request_view
@@ -115,11 +115,7 @@ stops_views = st.builds(
 )
 all_configs = configs | st.builds(
     RewriteConfig,
-    st.builds(
-        OutputStyle,
-        st.sampled_from(["both", "reasoning_content", "reasoning", "think", "drop"]),
-        st.sampled_from(["openai", "text", "drop"]),
-    ),
+    styles,
     stops_views | views,
 )
 
