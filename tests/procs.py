@@ -89,6 +89,15 @@ def replay_upstream(*paths: Path, pace: float = 0) -> Iterator[str]:
         process.stop()
 
 
+def wait_for_flows(directory: Path, count: int = 1, timeout: float = 10) -> list[Path]:
+    """The `*.flow` files in `directory` (sorted), once there are `count` of them or `timeout`
+    seconds have passed: mitmdump writes a recording after its client has its answer."""
+    deadline = time.monotonic() + timeout
+    while len(found := sorted(directory.glob("*.flow"))) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
 @contextmanager
 def mitmdump(mode: str, confdir: Path, *args: str) -> Iterator[tuple[int, Process]]:
     """mitmdump with the addon on a free loopback port; yields (port, process)."""

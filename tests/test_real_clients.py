@@ -20,7 +20,6 @@ import secrets
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from typing import Any
 import pytest
 from procs import ROOT
 from procs import mitmdump
+from procs import wait_for_flows
 
 from harmony_filter.recording import load_recording
 
@@ -250,10 +250,7 @@ def filter_saw(records: Path, count: int) -> list[dict[str, Any]]:
     """What the filter wrote in flow.metadata for each exchange it recorded, once there are
     `count` recordings (a client may exit before mitmdump has written the last one) or 10 s
     have passed."""
-    deadline = time.monotonic() + 10
-    while len(paths := sorted(records.glob("*.flow"))) < count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return [load_recording(path).metadata["harmony"] for path in paths]
+    return [load_recording(path).metadata["harmony"] for path in wait_for_flows(records, count)]
 
 
 # --- running the clients --------------------------------------------------------------------

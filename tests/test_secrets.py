@@ -6,7 +6,6 @@ import asyncio
 import json
 import secrets
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from http.server import ThreadingHTTPServer
@@ -22,6 +21,7 @@ from procs import MITMDUMP
 from procs import ROOT
 from procs import Process
 from procs import replay_upstream
+from procs import wait_for_flows
 from recordings_util import RECORDINGS_DIR
 from test_endpoints import recorded_request
 
@@ -126,7 +126,7 @@ def test_no_key_in_output_recordings_metrics_or_error_messages(
                 f"http://127.0.0.1:{ports['quoting']}",
                 f"http://127.0.0.1:{ports['dead']}",
             )
-            wait_for_files(record_dir, 6)
+            assert len(wait_for_flows(record_dir, 6)) >= 6
             proxy.wait_for(r"harmony-filter: .* error \(")  # the unreachable upstream's line
         finally:
             proxy.stop()
@@ -201,13 +201,6 @@ def run_requests(base: str, quoting: str, dead: str) -> dict[str, bytes]:
             response = client.get(f"{base}/harmony-filter/{endpoint}")
             got[f"/harmony-filter/{endpoint}"] = response.raise_for_status().content
     return got
-
-
-def wait_for_files(directory: Path, count: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while len(list(directory.glob("*.flow"))) < count:
-        assert time.monotonic() < deadline, sorted(p.name for p in directory.iterdir())
-        time.sleep(0.05)
 
 
 def test_the_proxy_listens_on_loopback_unless_told_otherwise() -> None:

@@ -5,7 +5,6 @@ viewer with the result the client got, and served again it streams the same answ
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
@@ -17,6 +16,7 @@ from procs import ROOT
 from procs import Process
 from procs import mitmdump
 from procs import replay_upstream
+from procs import wait_for_flows
 from recordings_util import RECORDINGS_DIR
 from rich.console import Console
 
@@ -150,9 +150,7 @@ def stream_through(port: int, request: dict, name: str | None = None) -> dict:
 
 
 def wait_for_recording(directory: Path) -> Path:
-    deadline = time.monotonic() + 10
-    while not (found := sorted(directory.glob("*.flow"))) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    found = wait_for_flows(directory)
     assert len(found) == 1, found
     return found[0]
 
