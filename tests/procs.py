@@ -99,8 +99,11 @@ def wait_for_flows(directory: Path, count: int = 1, timeout: float = 10) -> list
 
 
 @contextmanager
-def mitmdump(mode: str, confdir: Path, *args: str) -> Iterator[tuple[int, Process]]:
-    """mitmdump with the addon on a free loopback port; yields (port, process)."""
+def mitmdump(
+    mode: str, confdir: Path, *args: str, flow_detail: int = 0
+) -> Iterator[tuple[int, Process]]:
+    """mitmdump with the addon on a free loopback port; yields (port, process), the port of the
+    first listener up."""
     process = Process(
         [
             MITMDUMP,
@@ -115,7 +118,7 @@ def mitmdump(mode: str, confdir: Path, *args: str) -> Iterator[tuple[int, Proces
             "--set",
             f"confdir={confdir}",
             "--set",
-            "flow_detail=0",
+            f"flow_detail={flow_detail}",
             *args,
         ]
     )

@@ -17,9 +17,7 @@ import pytest
 from conftest import _free_port
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons
-from procs import MITMDUMP
-from procs import ROOT
-from procs import Process
+from procs import mitmdump
 from procs import replay_upstream
 from procs import wait_for_flows
 from recordings_util import RECORDINGS_DIR
@@ -93,32 +91,19 @@ def test_no_key_in_output_recordings_metrics_or_error_messages(
     record_dir = tmp_path / "recorded"
     ports = {name: _free_port() for name in ("quoting", "dead")}
     with replay_upstream(RECORDINGS_DIR) as replay:
-        proxy = Process(
-            [
-                MITMDUMP,
-                "--listen-host",
-                "127.0.0.1",
-                "-p",
-                "0",
-                "--mode",
-                f"reverse:{replay}",
-                "--mode",
-                f"reverse:{key_quoting_upstream}@{ports['quoting']}",
-                "--mode",
-                f"reverse:http://127.0.0.1:{_free_port()}@{ports['dead']}",
-                "-s",
-                str(ROOT / "addon" / "harmony.py"),
-                "--set",
-                f"confdir={tmp_path}",
-                "--set",
-                "flow_detail=4",
-                "--set",
-                "termlog_verbosity=debug",
-                "--set",
-                f"harmony_record_dir={record_dir}",
-            ]
-        )
-        try:
+        with mitmdump(
+            f"reverse:{replay}",
+            tmp_path,
+            "--mode",
+            f"reverse:{key_quoting_upstream}@{ports['quoting']}",
+            "--mode",
+            f"reverse:http://127.0.0.1:{_free_port()}@{ports['dead']}",
+            "--set",
+            "termlog_verbosity=debug",
+            "--set",
+            f"harmony_record_dir={record_dir}",
+            flow_detail=4,
+        ) as (_, proxy):
             proxy.wait_for(rf"listening at \S*:{ports['dead']}")
             port = int(proxy.wait_for(r"reverse proxy to \S+ listening at \S*?:(\d+)").group(1))
             got = run_requests(
@@ -128,8 +113,6 @@ def test_no_key_in_output_recordings_metrics_or_error_messages(
             )
             assert len(wait_for_flows(record_dir, 6)) >= 6
             proxy.wait_for(r"harmony-filter: .* error \(")  # the unreachable upstream's line
-        finally:
-            proxy.stop()
 
     places = {"mitmdump output": proxy.output.encode(), **got}
     places |= {f"recording {path.name}": path.read_bytes() for path in record_dir.iterdir()}
