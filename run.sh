@@ -118,7 +118,7 @@ setup() {
     fi
     install_once dev "$STAMP" "harmony-filter and its dev tools"
     # openai-harmony must find its vocabulary locally, never download it.
-    TIKTOKEN_ENCODINGS_BASE="$("$VENV_PY" -m harmony_filter.vocab)"
+    TIKTOKEN_ENCODINGS_BASE="$("$VENV_PY" -m harmony_filter.harmony.vocab)"
     export TIKTOKEN_ENCODINGS_BASE
 }
 
@@ -244,13 +244,13 @@ start_replay_upstream() {
     local port="${REPLAY_PORT:-3308}" log
     log="$(mktemp -t harmony-replay.XXXXXX)"
     TEMP_FILES+=("$log")
-    start_in_background "$VENV_PY" -u -m harmony_filter.replay_upstream --port "$port" recordings/ \
+    start_in_background "$VENV_PY" -u -m harmony_filter.tools.replay_upstream --port "$port" recordings/ \
         >"$log" 2>&1
     local pid="${CHILDREN[-1]}" tenths=0
     until grep -q "listening on http://127.0.0.1:$port" "$log"; do
         if ! kill -0 "$pid" 2>/dev/null; then
             cat "$log" >&2
-            die "the replay upstream (python -m harmony_filter.replay_upstream) exited"
+            die "the replay upstream (python -m harmony_filter.tools.replay_upstream) exited"
         fi
         if ((tenths >= 150)); then
             cat "$log" >&2
@@ -306,7 +306,7 @@ serve() {
     (($#)) || die "usage: ./run.sh serve FILE|DIR... (recordings to replay)"
     local host="${HOST:-127.0.0.1}"
     is_loopback "$host" || say "warning: HOST=$host makes the replay reachable from other machines"
-    exec "$VENV_PY" -u -m harmony_filter.replay_upstream --host "$host" \
+    exec "$VENV_PY" -u -m harmony_filter.tools.replay_upstream --host "$host" \
         --port "${REPLAY_PORT:-3308}" --pace "${PACE:-recorded}" --guide "$@"
 }
 
@@ -321,9 +321,9 @@ case "$subcommand" in
     setup-clients) setup_clients ;;
     serve-demo) setup; serve_demo "$@" ;;
     proxy) setup; proxy "$@" ;;
-    replay) setup; "$VENV_PY" -m harmony_filter.viewer "$@" ;;
+    replay) setup; "$VENV_PY" -m harmony_filter.tools.viewer "$@" ;;
     serve) setup; serve "$@" ;;
-    record-expectations) setup; "$VENV_PY" -m harmony_filter.expectations "$@" ;;
+    record-expectations) setup; "$VENV_PY" -m harmony_filter.tools.expectations "$@" ;;
     bench) setup_bench; "$VENV_PY" bench/bench.py "$@" ;;
     help | -h | --help) usage ;;
     *)

@@ -5,12 +5,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harmony_filter.addon import HarmonyFilter  # noqa: E402
-from harmony_filter.endpoints import Endpoints  # noqa: E402
-from harmony_filter.loopback import Loopback  # noqa: E402
-from harmony_filter.metrics import Metrics  # noqa: E402
-from harmony_filter.redact import Redact  # noqa: E402
-from harmony_filter.report import Report  # noqa: E402
+from harmony_filter.proxy.addon import HarmonyFilter  # noqa: E402
+from harmony_filter.service.endpoints import Endpoints  # noqa: E402
+from harmony_filter.service.loopback import Loopback  # noqa: E402
+from harmony_filter.service.metrics import Metrics  # noqa: E402
+from harmony_filter.service.redact import Redact  # noqa: E402
+from harmony_filter.service.report import Report  # noqa: E402
 
 metrics = Metrics()
 

@@ -49,7 +49,7 @@ from measure import upstream  # noqa: E402
 from workload import Tokenizer  # noqa: E402
 from workload import named_turn  # noqa: E402
 
-from harmony_filter.vocab import ensure_vocab  # noqa: E402
+from harmony_filter.harmony.vocab import ensure_vocab  # noqa: E402
 
 MODES = ("direct", "mitmdump", "held", "harmony")
 

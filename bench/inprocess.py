@@ -19,9 +19,9 @@ from workload import Tokenizer
 from workload import Turn
 from workload import answer_turn
 
-from harmony_filter.decoder import HarmonyDecoder
-from harmony_filter.pipeline import RewriteConfig
-from harmony_filter.stream import StreamRewriter
+from harmony_filter.harmony.decoder import HarmonyDecoder
+from harmony_filter.rewrite.pipeline import RewriteConfig
+from harmony_filter.rewrite.stream_rewriter import StreamRewriter
 
 HELD_ANALYSIS_SHARE = 0.5
 """The held-memory turn reasons long enough to pass the reasoning the filter keeps (64 KiB)."""

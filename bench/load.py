@@ -23,7 +23,7 @@ from measure import targets
 from procs import ROOT
 from procs import Process
 
-from harmony_filter.chat_result import from_sse
+from harmony_filter.tools.judge import from_sse
 
 PACE_S = 0.01
 """Between events of a stream: a busy batched server."""

@@ -10,7 +10,7 @@ from faulty_upstream import faulty_upstream
 from state_probe import ProbedProxy
 from state_probe import probed_mitmdump
 
-from harmony_filter.vocab import ensure_vocab
+from harmony_filter.harmony.vocab import ensure_vocab
 
 # Before any test module loads a Harmony encoding (some do at import time).
 ensure_vocab()

@@ -25,8 +25,8 @@ from typing import Any
 
 from procs import served_in_thread
 
-from harmony_filter.replay_upstream import last_user_text
-from harmony_filter.replay_upstream import read_body
+from harmony_filter.tools.replay_upstream import last_user_text
+from harmony_filter.tools.replay_upstream import read_body
 
 ENVELOPE = {
     "id": "chatcmpl-faulty",

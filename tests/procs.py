@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 if TYPE_CHECKING:
-    from harmony_filter.replay_upstream import ReplayUpstream
+    from harmony_filter.tools.replay_upstream import ReplayUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -74,7 +74,7 @@ def replay_upstream(*paths: Path, pace: float = 0) -> Iterator[str]:
         [
             sys.executable,
             "-m",
-            "harmony_filter.replay_upstream",
+            "harmony_filter.tools.replay_upstream",
             "--port",
             "0",
             "--pace",
@@ -149,8 +149,8 @@ def served_in_thread(handle: Handler, **server_options: Any) -> Iterator[str]:
 def replay_upstream_in_thread(*paths: Path) -> Iterator[tuple[str, "ReplayUpstream"]]:
     """The replay upstream in this process (its `received` bodies can be inspected); yields
     (base URL, upstream)."""
-    from harmony_filter.replay_upstream import ReplayUpstream
-    from harmony_filter.replay_upstream import load_recordings
+    from harmony_filter.tools.replay_upstream import ReplayUpstream
+    from harmony_filter.tools.replay_upstream import load_recordings
 
     upstream = ReplayUpstream(load_recordings(paths), pace=0)
     with served_in_thread(upstream.handle) as url:

@@ -1,5 +1,5 @@
 """Where the recordings are, for the tests that use them (what a client makes of a response is
-harmony_filter.chat_result; what each recording expects, harmony_filter.expectations)."""
+harmony_filter.tools.judge; what each recording expects, harmony_filter.tools.expectations)."""
 
 from pathlib import Path
 

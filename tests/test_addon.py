@@ -9,9 +9,9 @@ from mitmproxy import http
 from mitmproxy.test import taddons
 from mitmproxy.test import tflow
 
-from harmony_filter.addon import HarmonyFilter
-from harmony_filter.chat_result import from_json
-from harmony_filter.chat_result import from_sse
+from harmony_filter.proxy.addon import HarmonyFilter
+from harmony_filter.tools.judge import from_json
+from harmony_filter.tools.judge import from_sse
 
 RAW = (
     "<|channel|>analysis<|message|>Think.<|end|><|start|>assistant<|channel|>final"

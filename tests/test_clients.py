@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harmony_filter.clients import CLIENTS
-from harmony_filter.clients import CORE_TOOLS
-from harmony_filter.clients import detect_client
-from harmony_filter.clients import system_prompt
-from harmony_filter.clients import tool_name
+from harmony_filter.fixes.clients import CLIENTS
+from harmony_filter.fixes.clients import CORE_TOOLS
+from harmony_filter.fixes.clients import detect_client
+from harmony_filter.fixes.clients import system_prompt
+from harmony_filter.fixes.clients import tool_name
 
 REQUESTS = Path(__file__).parent / "data" / "requests"
 FIXTURES = sorted(REQUESTS.glob("*.json"))

@@ -7,16 +7,16 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from test_fuzz import HARMONY_PIECES
 
-from harmony_filter.decoder import SPECIAL_TOKEN
-from harmony_filter.decoder import HarmonyDecoder
-from harmony_filter.decoder import decode
-from harmony_filter.decoder import parse_header
 from harmony_filter.events import Content
 from harmony_filter.events import Reasoning
 from harmony_filter.events import ToolCallArgs
 from harmony_filter.events import ToolCallBegin
 from harmony_filter.events import ToolCallEnd
 from harmony_filter.events import merge_text_events
+from harmony_filter.harmony.decoder import SPECIAL_TOKEN
+from harmony_filter.harmony.decoder import HarmonyDecoder
+from harmony_filter.harmony.decoder import decode
+from harmony_filter.harmony.decoder import parse_header
 
 
 def call(name: str, args: str) -> list:

@@ -8,11 +8,6 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from harmony_filter.decoder import HarmonyDecoder
-from harmony_filter.dialects import HOLD_LIMIT
-from harmony_filter.dialects import REASONING_TAGS
-from harmony_filter.dialects import STRIPPED_MARKERS
-from harmony_filter.dialects import DialectTranslator
 from harmony_filter.events import Content
 from harmony_filter.events import Event
 from harmony_filter.events import Reasoning
@@ -20,6 +15,11 @@ from harmony_filter.events import ToolCallArgs
 from harmony_filter.events import ToolCallBegin
 from harmony_filter.events import ToolCallEnd
 from harmony_filter.events import merge_text_events
+from harmony_filter.harmony.decoder import HarmonyDecoder
+from harmony_filter.harmony.dialects import HOLD_LIMIT
+from harmony_filter.harmony.dialects import REASONING_TAGS
+from harmony_filter.harmony.dialects import STRIPPED_MARKERS
+from harmony_filter.harmony.dialects import DialectTranslator
 
 
 def call(name: str, args: str) -> list[Event]:

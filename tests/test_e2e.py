@@ -12,11 +12,11 @@ import pytest
 from procs import mitmdump
 from procs import replay_upstream
 
-from harmony_filter.chat_result import from_sse
-from harmony_filter.recording import load_recording
-from harmony_filter.recording import make_recording
-from harmony_filter.recording import save_recording
-from harmony_filter.replay import replay_flow
+from harmony_filter.recordings.recording import load_recording
+from harmony_filter.recordings.recording import make_recording
+from harmony_filter.recordings.recording import save_recording
+from harmony_filter.tools.judge import from_sse
+from harmony_filter.tools.replay import replay_flow
 
 TOOL_TURN = (
     "<|channel|>analysis<|message|>The user wants the weather in Paris. Use get_weather.<|end|>"

@@ -11,8 +11,8 @@ from procs import mitmdump
 from procs import replay_upstream_in_thread
 from test_e2e import raw_harmony_sse
 
-from harmony_filter.recording import make_recording
-from harmony_filter.recording import save_recording
+from harmony_filter.recordings.recording import make_recording
+from harmony_filter.recordings.recording import save_recording
 
 THINKING = "The user wants README.md summarised. Read it first with read_file."
 TURN_1 = (

@@ -32,13 +32,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from recordings_util import RECORDINGS_DIR
 
 import harmony_filter
-from harmony_filter.addon import HarmonyFilter
-from harmony_filter.endpoints import Endpoints
-from harmony_filter.metrics import OTHER
-from harmony_filter.metrics import CappedLabel
-from harmony_filter.metrics import Metrics
-from harmony_filter.recording import load_recording
-from harmony_filter.report import report_line
+from harmony_filter.proxy.addon import HarmonyFilter
+from harmony_filter.recordings.recording import load_recording
+from harmony_filter.service.endpoints import Endpoints
+from harmony_filter.service.metrics import OTHER
+from harmony_filter.service.metrics import CappedLabel
+from harmony_filter.service.metrics import Metrics
+from harmony_filter.service.report import report_line
 
 SDK_PARAMETERS = {"model", "messages", "stream", "stream_options", "tools", "tool_choice"}
 CHAT = {"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "Hi"}]}

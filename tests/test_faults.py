@@ -27,8 +27,8 @@ from faulty_upstream import answer_text
 from state_probe import ProbedProxy
 from state_probe import is_idle
 
-from harmony_filter.chat_result import accumulate
-from harmony_filter.chat_result import normalise
+from harmony_filter.tools.judge import accumulate
+from harmony_filter.tools.judge import normalise
 
 TOOLS = [
     {

@@ -29,15 +29,15 @@ from state_probe import flow_tables
 from test_request_fixes import json_values
 from test_request_fixes import requests as request_shapes
 
-from harmony_filter.addon import HarmonyFilter
-from harmony_filter.openai_shapes import REASONING_MODES
-from harmony_filter.openai_shapes import TOOL_MODES
-from harmony_filter.openai_shapes import OutputStyle
-from harmony_filter.pipeline import RewriteConfig
-from harmony_filter.repairs import request_view
-from harmony_filter.response import rewrite_completion
-from harmony_filter.sse import SseDecoder
-from harmony_filter.stream import StreamRewriter
+from harmony_filter.api.chat_completions import REASONING_MODES
+from harmony_filter.api.chat_completions import TOOL_MODES
+from harmony_filter.api.chat_completions import OutputStyle
+from harmony_filter.api.sse import SseDecoder
+from harmony_filter.fixes.repairs import request_view
+from harmony_filter.proxy.addon import HarmonyFilter
+from harmony_filter.rewrite.pipeline import RewriteConfig
+from harmony_filter.rewrite.stream_rewriter import StreamRewriter
+from harmony_filter.rewrite.whole_response import rewrite_completion
 
 TRIED: Counter[str] = Counter()
 """Examples tried per target in this run."""

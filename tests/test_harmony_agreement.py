@@ -24,8 +24,6 @@ from openai_harmony import Role
 from openai_harmony import StreamableParser
 from openai_harmony import load_harmony_encoding
 
-from harmony_filter.decoder import SPECIAL_TOKEN
-from harmony_filter.decoder import HarmonyDecoder
 from harmony_filter.events import Content
 from harmony_filter.events import Event
 from harmony_filter.events import Reasoning
@@ -33,6 +31,8 @@ from harmony_filter.events import ToolCallArgs
 from harmony_filter.events import ToolCallBegin
 from harmony_filter.events import ToolCallEnd
 from harmony_filter.events import merge_text_events
+from harmony_filter.harmony.decoder import SPECIAL_TOKEN
+from harmony_filter.harmony.decoder import HarmonyDecoder
 
 ENC = load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
 ASSISTANT_PREFIX = ENC.encode("<|start|>assistant", allowed_special="all")

@@ -22,13 +22,13 @@ from state_probe import ProbedProxy
 from state_probe import flow_tables
 from state_probe import is_idle
 
-from harmony_filter.addon import HarmonyFilter
-from harmony_filter.chat_result import accumulate
-from harmony_filter.chat_result import normalise
-from harmony_filter.outcome import REASONING_KEEP_LIMIT
-from harmony_filter.pipeline import RewriteConfig
-from harmony_filter.reasoning_cache import ReasoningCache
-from harmony_filter.stream import StreamRewriter
+from harmony_filter.fixes.reasoning_cache import ReasoningCache
+from harmony_filter.proxy.addon import HarmonyFilter
+from harmony_filter.rewrite.outcome import REASONING_KEEP_LIMIT
+from harmony_filter.rewrite.pipeline import RewriteConfig
+from harmony_filter.rewrite.stream_rewriter import StreamRewriter
+from harmony_filter.tools.judge import accumulate
+from harmony_filter.tools.judge import normalise
 
 STREAMS = 20
 """Concurrent answer streams (and a tool-call stream for every fourth)."""

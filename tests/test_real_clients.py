@@ -34,7 +34,7 @@ from procs import ROOT
 from procs import mitmdump
 from procs import wait_for_flows
 
-from harmony_filter.recording import load_recording
+from harmony_filter.recordings.recording import load_recording
 
 CLIENTS_DIR = ROOT / "tests" / "real_clients"
 BIN = CLIENTS_DIR / "node_modules" / ".bin"

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harmony_filter.reasoning_cache import ReasoningCache
+from harmony_filter.fixes.reasoning_cache import ReasoningCache
 
 
 class FakeClock:

@@ -11,19 +11,19 @@ import pytest
 from recordings_util import RECORDINGS_DIR
 from recordings_util import recording_paths
 
-from harmony_filter import expectations
-from harmony_filter.chat_result import client_result
-from harmony_filter.expectations import accepted_answers
-from harmony_filter.expectations import expectation_of
-from harmony_filter.expectations import read_expected
-from harmony_filter.recorder import REDACTED
-from harmony_filter.recording import is_event_stream
-from harmony_filter.recording import load_recording
-from harmony_filter.recording import make_recording
-from harmony_filter.recording import save_recording
-from harmony_filter.recording import upstream_chunks
-from harmony_filter.replay import Replayed
-from harmony_filter.replay import replay_flow
+from harmony_filter.recordings.recorder import REDACTED
+from harmony_filter.recordings.recording import is_event_stream
+from harmony_filter.recordings.recording import load_recording
+from harmony_filter.recordings.recording import make_recording
+from harmony_filter.recordings.recording import save_recording
+from harmony_filter.recordings.recording import upstream_chunks
+from harmony_filter.tools import expectations
+from harmony_filter.tools.expectations import accepted_answers
+from harmony_filter.tools.expectations import expectation_of
+from harmony_filter.tools.expectations import read_expected
+from harmony_filter.tools.judge import client_result
+from harmony_filter.tools.replay import Replayed
+from harmony_filter.tools.replay import replay_flow
 
 
 def with_known_failures(paths: list[Path]) -> list[object]:

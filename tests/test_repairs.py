@@ -5,24 +5,24 @@ import json
 
 import pytest
 
-from harmony_filter.chat_result import from_json
-from harmony_filter.chat_result import from_sse
 from harmony_filter.events import Content
 from harmony_filter.events import Reasoning
 from harmony_filter.events import ToolCallArgs
 from harmony_filter.events import ToolCallBegin
 from harmony_filter.events import ToolCallEnd
 from harmony_filter.events import merge_text_events
-from harmony_filter.pipeline import RewriteConfig
-from harmony_filter.repairs import Repairer
-from harmony_filter.repairs import RequestView
-from harmony_filter.repairs import answer_as_call
-from harmony_filter.repairs import render_xml_call
-from harmony_filter.repairs import repair_arguments
-from harmony_filter.repairs import repair_tool_name
-from harmony_filter.repairs import request_view
-from harmony_filter.response import rewrite_completion
-from harmony_filter.stream import StreamRewriter
+from harmony_filter.fixes.repairs import Repairer
+from harmony_filter.fixes.repairs import RequestView
+from harmony_filter.fixes.repairs import answer_as_call
+from harmony_filter.fixes.repairs import render_xml_call
+from harmony_filter.fixes.repairs import repair_arguments
+from harmony_filter.fixes.repairs import repair_tool_name
+from harmony_filter.fixes.repairs import request_view
+from harmony_filter.rewrite.pipeline import RewriteConfig
+from harmony_filter.rewrite.stream_rewriter import StreamRewriter
+from harmony_filter.rewrite.whole_response import rewrite_completion
+from harmony_filter.tools.judge import from_json
+from harmony_filter.tools.judge import from_sse
 
 SHELL = {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}

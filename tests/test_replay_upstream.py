@@ -17,15 +17,15 @@ from mitmproxy import http
 from recordings_util import RECORDINGS_DIR
 from recordings_util import recording_paths
 
-from harmony_filter.recording import load_recording
-from harmony_filter.recording import make_recording
-from harmony_filter.recording import save_recording
-from harmony_filter.recording import upstream_chunks
-from harmony_filter.replay_upstream import Pace
-from harmony_filter.replay_upstream import choose
-from harmony_filter.replay_upstream import load_recordings
-from harmony_filter.replay_upstream import parse_pace
-from harmony_filter.replay_upstream import start_replay_upstream
+from harmony_filter.recordings.recording import load_recording
+from harmony_filter.recordings.recording import make_recording
+from harmony_filter.recordings.recording import save_recording
+from harmony_filter.recordings.recording import upstream_chunks
+from harmony_filter.tools.replay_upstream import Pace
+from harmony_filter.tools.replay_upstream import choose
+from harmony_filter.tools.replay_upstream import load_recordings
+from harmony_filter.tools.replay_upstream import parse_pace
+from harmony_filter.tools.replay_upstream import start_replay_upstream
 
 CHAT = "/v1/chat/completions"
 
@@ -293,7 +293,7 @@ class TestChoose:
 
 def test_command_line_prints_the_address_and_serves(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent / "addon")}
-    command = [sys.executable, "-m", "harmony_filter.replay_upstream", "--port", "0"]
+    command = [sys.executable, "-m", "harmony_filter.tools.replay_upstream", "--port", "0"]
     process = subprocess.Popen(
         [*command, "--pace", "0", str(RECORDINGS_DIR / "raw-demo-answer-json.flow")],
         stdout=subprocess.PIPE,
@@ -316,7 +316,7 @@ def test_command_line_prints_the_address_and_serves(tmp_path: Path) -> None:
 def test_command_line_rejects_a_missing_path(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent / "addon")}
     result = subprocess.run(
-        [sys.executable, "-m", "harmony_filter.replay_upstream", str(tmp_path / "none.flow")],
+        [sys.executable, "-m", "harmony_filter.tools.replay_upstream", str(tmp_path / "none.flow")],
         capture_output=True,
         text=True,
         env=env,

@@ -19,15 +19,15 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from harmony_filter import request_fixes
-from harmony_filter.clients import detect_client
-from harmony_filter.clients import tool_name
-from harmony_filter.reasoning_cache import ReasoningCache
-from harmony_filter.request_fixes import DESCRIPTION_LIMIT
-from harmony_filter.request_fixes import RULES
-from harmony_filter.request_fixes import FixResult
-from harmony_filter.request_fixes import FixSettings
-from harmony_filter.request_fixes import fix_request
+from harmony_filter.fixes import request_fixes
+from harmony_filter.fixes.clients import detect_client
+from harmony_filter.fixes.clients import tool_name
+from harmony_filter.fixes.reasoning_cache import ReasoningCache
+from harmony_filter.fixes.request_fixes import DESCRIPTION_LIMIT
+from harmony_filter.fixes.request_fixes import RULES
+from harmony_filter.fixes.request_fixes import FixResult
+from harmony_filter.fixes.request_fixes import FixSettings
+from harmony_filter.fixes.request_fixes import fix_request
 
 REQUESTS = Path(__file__).parent / "data" / "requests"
 HARMONY_STOPS = ["<|return|>", "<|call|>"]
@@ -614,7 +614,7 @@ def test_a_failing_rule_is_skipped_and_logged(
 
     monkeypatch.setitem(RULES, "tool_choice", broken)
     body, client = load("openai_sdk")
-    with caplog.at_level(logging.WARNING, logger="harmony_filter.request_fixes"):
+    with caplog.at_level(logging.WARNING, logger="harmony_filter.fixes.request_fixes"):
         result = fix(copy.deepcopy(body), client)
     assert "'tool_choice'" in caplog.text and "boom" in caplog.text
     assert result.body["tool_choice"] == body["tool_choice"]
@@ -784,7 +784,7 @@ def test_no_rule_fails_on_any_request_shape(
     cache = ReasoningCache()
     cache.remember(["c1"], "cached")
     failures = Collect()
-    logger = logging.getLogger("harmony_filter.request_fixes")
+    logger = logging.getLogger("harmony_filter.fixes.request_fixes")
     logger.addHandler(failures)
     try:
         result = fix_request(body, client, options, cache)

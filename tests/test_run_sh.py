@@ -21,7 +21,7 @@ case "$1" in
     --version) echo "Python 3.12.99" ;;
     -m) case "$2" in
         pip) ;;
-        harmony_filter.vocab) echo "$HOME/vocab" ;;
+        harmony_filter.harmony.vocab) echo "$HOME/vocab" ;;
         venv) echo "venv made by $0" >&2; exit 3 ;;  # stop here: nothing real is built
         esac ;;
     -u) echo $$ >"$CALLS.replay-pid"; echo "listening on http://127.0.0.1:$5"; exec sleep 60 ;;
@@ -162,7 +162,7 @@ def test_setup_installs_again_only_when_pyproject_changes(sandbox: Sandbox) -> N
         pyproject.write("version = '2'\n")
     assert sandbox.run("setup").returncode == 0
     assert pip_installs(sandbox) == 2
-    assert sandbox.logged().count("python -m harmony_filter.vocab") == 3
+    assert sandbox.logged().count("python -m harmony_filter.harmony.vocab") == 3
 
 
 def test_a_failed_install_is_retried(sandbox: Sandbox) -> None:
@@ -212,7 +212,7 @@ def test_serve_demo_without_upstream_replays_recordings_and_stops_the_replay(
     result = sandbox.run(REPLAY_PORT="4411", PORT="4410")  # no subcommand: serve-demo
 
     assert result.returncode == 0, result.stderr
-    assert "python -u -m harmony_filter.replay_upstream --port 4411 recordings/" in (
+    assert "python -u -m harmony_filter.tools.replay_upstream --port 4411 recordings/" in (
         sandbox.logged()
     )
     assert sandbox.mitmdump_runs() == [

@@ -23,7 +23,7 @@ from procs import wait_for_flows
 from recordings_util import RECORDINGS_DIR
 from test_endpoints import recorded_request
 
-from harmony_filter.loopback import Loopback
+from harmony_filter.service.loopback import Loopback
 
 KEYS = {
     where: f"{where}-{secrets.token_hex(12)}"

@@ -3,8 +3,8 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harmony_filter.sse import SseDecoder
-from harmony_filter.sse import encode_event
+from harmony_filter.api.sse import SseDecoder
+from harmony_filter.api.sse import encode_event
 
 BODY = (
     b": ping\n\n"

@@ -9,13 +9,13 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from harmony_filter.chat_result import from_json
-from harmony_filter.chat_result import from_sse
-from harmony_filter.chat_result import sse_chunks
-from harmony_filter.openai_shapes import OutputStyle
-from harmony_filter.pipeline import RewriteConfig
-from harmony_filter.response import rewrite_completion
-from harmony_filter.stream import StreamRewriter
+from harmony_filter.api.chat_completions import OutputStyle
+from harmony_filter.rewrite.pipeline import RewriteConfig
+from harmony_filter.rewrite.stream_rewriter import StreamRewriter
+from harmony_filter.rewrite.whole_response import rewrite_completion
+from harmony_filter.tools.judge import from_json
+from harmony_filter.tools.judge import from_sse
+from harmony_filter.tools.judge import sse_chunks
 
 DEFAULT_STYLE = OutputStyle()
 ENVELOPE = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-oss"}

@@ -20,11 +20,11 @@ from test_fuzz import styles
 from test_fuzz import views
 from test_fuzz import without_call_ids
 
-from harmony_filter.pipeline import ChoicePipeline
-from harmony_filter.pipeline import RewriteConfig
-from harmony_filter.repairs import request_view
-from harmony_filter.sse import SseDecoder
-from harmony_filter.stream import StreamRewriter
+from harmony_filter.api.sse import SseDecoder
+from harmony_filter.fixes.repairs import request_view
+from harmony_filter.rewrite.pipeline import ChoicePipeline
+from harmony_filter.rewrite.pipeline import RewriteConfig
+from harmony_filter.rewrite.stream_rewriter import StreamRewriter
 
 TURN_PIECES = st.sampled_from(
     [

@@ -29,9 +29,9 @@ from mitmproxy.test import taddons
 from mitmproxy.utils.human import parse_size
 from procs import mitmdump
 
-from harmony_filter.addon import OUTCOME_HEADER
-from harmony_filter.addon import STREAM_LARGE_BODIES
-from harmony_filter.addon import HarmonyFilter
+from harmony_filter.proxy.addon import OUTCOME_HEADER
+from harmony_filter.proxy.addon import STREAM_LARGE_BODIES
+from harmony_filter.proxy.addon import HarmonyFilter
 
 TOOL_TURN = (
     "<|channel|>analysis<|message|>Paris weather: call get_weather.<|end|><|start|>assistant"

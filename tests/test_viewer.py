@@ -20,17 +20,17 @@ from procs import wait_for_flows
 from recordings_util import RECORDINGS_DIR
 from rich.console import Console
 
-from harmony_filter import viewer
-from harmony_filter.chat_result import accumulate
-from harmony_filter.chat_result import client_result
-from harmony_filter.chat_result import normalise
-from harmony_filter.recorder import REDACTED
-from harmony_filter.recording import load_recording
-from harmony_filter.recording import make_recording
-from harmony_filter.recording import recorded_client_side
-from harmony_filter.recording import save_recording
-from harmony_filter.recording import upstream_chunk_times
-from harmony_filter.recording import upstream_chunks
+from harmony_filter.recordings.recorder import REDACTED
+from harmony_filter.recordings.recording import load_recording
+from harmony_filter.recordings.recording import make_recording
+from harmony_filter.recordings.recording import recorded_client_side
+from harmony_filter.recordings.recording import save_recording
+from harmony_filter.recordings.recording import upstream_chunk_times
+from harmony_filter.recordings.recording import upstream_chunks
+from harmony_filter.tools import viewer
+from harmony_filter.tools.judge import accumulate
+from harmony_filter.tools.judge import client_result
+from harmony_filter.tools.judge import normalise
 
 SOURCE = RECORDINGS_DIR / "raw-demo-get-weather-call-stream.flow"
 """What the upstream of the recorded session answers: raw Harmony, a get_weather call."""
@@ -192,7 +192,7 @@ def test_the_recording_holds_both_sides_and_no_secret(session: tuple[Path, dict]
 def test_the_viewer_shows_what_the_client_got(session: tuple[Path, dict]) -> None:
     path, got = session
     result = subprocess.run(  # what `./run.sh replay DIR` runs
-        [sys.executable, "-m", "harmony_filter.viewer", "--width", "220", str(path.parent)],
+        [sys.executable, "-m", "harmony_filter.tools.viewer", "--width", "220", str(path.parent)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -235,7 +235,7 @@ def test_served_again_it_streams_the_same_answer(
         [
             sys.executable,
             "-m",
-            "harmony_filter.replay_upstream",
+            "harmony_filter.tools.replay_upstream",
             "--port",
             "0",
             "--pace",

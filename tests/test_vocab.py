@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harmony_filter import vocab
+from harmony_filter.harmony import vocab
 
 
 @pytest.fixture
@@ -90,13 +90,13 @@ def test_default_cache_dir_follows_harmony_filter_cache(
 
 
 def test_module_entry_prints_a_dir_that_openai_harmony_loads_offline(tmp_path: Path) -> None:
-    """The run.sh path: `python -m harmony_filter.vocab` in a clean environment, then a fresh
-    interpreter loads the Harmony encoding from that directory (a download would fail: the
+    """The run.sh path: `python -m harmony_filter.harmony.vocab` in a clean environment, then a
+    fresh interpreter loads the Harmony encoding from that directory (a download would fail: the
     proxy variables point nowhere)."""
     env = {k: v for k, v in os.environ.items() if k != vocab.ENV_VAR}
     env[vocab.CACHE_ENV_VAR] = str(tmp_path / "tk")
     printed = subprocess.run(
-        [sys.executable, "-m", "harmony_filter.vocab"],
+        [sys.executable, "-m", "harmony_filter.harmony.vocab"],
         env=env,
         capture_output=True,
         text=True,

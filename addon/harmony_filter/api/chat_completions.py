@@ -10,12 +10,12 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from .events import Content
-from .events import Event
-from .events import Reasoning
-from .events import ToolCallArgs
-from .events import ToolCallBegin
-from .events import ToolCallEnd
+from ..events import Content
+from ..events import Event
+from ..events import Reasoning
+from ..events import ToolCallArgs
+from ..events import ToolCallBegin
+from ..events import ToolCallEnd
 
 REASONING_MODES = ("both", "reasoning_content", "reasoning", "think", "drop")
 TOOL_MODES = ("openai", "text", "drop")

@@ -8,14 +8,14 @@ clean upstream and a broken one leave the filter through the same encoder.
 import json
 from typing import Any
 
-from .decoder import HarmonyDecoder
-from .dialects import DialectTranslator
-from .events import Content
-from .events import Event
-from .events import Reasoning
-from .events import ToolCallArgs
-from .events import ToolCallBegin
-from .events import ToolCallEnd
+from ..events import Content
+from ..events import Event
+from ..events import Reasoning
+from ..events import ToolCallArgs
+from ..events import ToolCallBegin
+from ..events import ToolCallEnd
+from ..harmony.decoder import HarmonyDecoder
+from ..harmony.dialects import DialectTranslator
 
 
 def reasoning_text(fields: dict[str, Any]) -> str | None:

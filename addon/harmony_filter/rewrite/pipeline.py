@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
-from .events import Reasoning
-from .openai_shapes import Delta
-from .openai_shapes import DeltaEncoder
-from .openai_shapes import OutputStyle
+from ..api.chat_completions import Delta
+from ..api.chat_completions import DeltaEncoder
+from ..api.chat_completions import OutputStyle
+from ..api.choice_decoder import ChoiceDecoder
+from ..events import Reasoning
+from ..fixes.repairs import Repairer
+from ..fixes.repairs import RequestView
 from .outcome import Outcome
-from .repairs import Repairer
-from .repairs import RequestView
-from .upstream import ChoiceDecoder
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,16 +20,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .openai_shapes import Delta
-from .openai_shapes import make_chunk
+from ..api.chat_completions import Delta
+from ..api.chat_completions import make_chunk
+from ..api.errors import json_error_message
+from ..api.errors import openai_error
+from ..api.sse import SseDecoder
+from ..api.sse import SseEvent
+from ..api.sse import encode_event
 from .outcome import Outcome
 from .pipeline import ChoicePipeline
 from .pipeline import RewriteConfig
-from .sse import SseDecoder
-from .sse import SseEvent
-from .sse import encode_event
-from .upstream_errors import json_error_message
-from .upstream_errors import openai_error
 
 logger = logging.getLogger(__name__)
 

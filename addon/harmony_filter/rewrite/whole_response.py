@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from .openai_shapes import accumulate
+from ..api.chat_completions import accumulate
 from .outcome import Outcome
 from .pipeline import ChoicePipeline
 from .pipeline import RewriteConfig

@@ -16,9 +16,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client import CollectorRegistry
 from prometheus_client import generate_latest
 
-from . import __version__
-from .addon import proxy_modes
-from .upstream_errors import openai_error
+from .. import __version__
+from ..api.errors import openai_error
+from ..proxy.addon import proxy_modes
 
 PREFIX = "/harmony-filter/"
 READY_TIMEOUT = 1.0

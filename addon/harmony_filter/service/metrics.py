@@ -8,8 +8,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import Counter
 from prometheus_client import Histogram
 
-from .addon import META
-from .addon import handled
+from ..proxy.addon import META
+from ..proxy.addon import handled
 
 OTHER = "other"
 MODEL_LABEL_LIMIT = 50

@@ -6,7 +6,7 @@ from typing import Any
 from mitmproxy import ctx
 from mitmproxy import http
 
-from .recorder import redact_request
+from ..recordings.recorder import redact_request
 
 
 class Redact:

@@ -7,8 +7,8 @@ from typing import Any
 from mitmproxy import http
 from mitmproxy.utils.strutils import escape_control_characters
 
-from .addon import META
-from .addon import handled
+from ..proxy.addon import META
+from ..proxy.addon import handled
 
 logger = logging.getLogger(__name__)
 

@@ -1,14 +1,14 @@
 """The expected result kept beside each recording, and regenerating it on purpose.
 
 `NAME.expected.json` says what a client must get once the filter has run on `NAME.flow`:
-chat_result's shape (`content`, `reasoning`, `tool_calls`, `finish_reason`), or
+the judge's shape (`content`, `reasoning`, `tool_calls`, `finish_reason`), or
 `{"status": N, "error": true}` for an upstream error passed on, or `{"expected": null, "note"}`
 where no unambiguous answer exists. Hand-written keys survive regeneration: `note`,
 `also_accepted` (other acceptable answers, same shape) and `known_failure` (why the filter does
 not give the expected answer yet: the test suite expects it to fail, and regeneration leaves the
 file alone).
 
-    python -m harmony_filter.expectations [--check] [PATH...]   (./run.sh record-expectations)
+    python -m harmony_filter.tools.expectations [--check] [PATH...]   (./run.sh record-expectations)
 
 writes what the current code gives for every recording under PATH (default: recordings/) whose
 expectation is missing or no longer met, and prints what changed. The tests only compare; they
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .chat_result import FIELDS
-from .chat_result import client_result
-from .recording import flow_files
-from .recording import load_recording
+from ..recordings.recording import flow_files
+from ..recordings.recording import load_recording
+from .judge import FIELDS
+from .judge import client_result
 from .replay import Replayed
 from .replay import replay_flow
 
@@ -48,7 +48,7 @@ def is_answer(expected: dict[str, Any]) -> bool:
 
 
 def accepted_answers(expected: dict[str, Any]) -> list[dict[str, Any]]:
-    """The answers an expectation accepts, each in chat_result's shape."""
+    """The answers an expectation accepts, each in the judge's shape."""
     answers = [expected, *expected.get("also_accepted", [])]
     return [{key: answer[key] for key in FIELDS} for answer in answers]
 
@@ -132,7 +132,7 @@ def describe(update: Update) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m harmony_filter.expectations",
+        prog="python -m harmony_filter.tools.expectations",
         description="Write NAME.expected.json beside each recording from what the current code "
         "gives, where it is missing or no longer met.",
     )

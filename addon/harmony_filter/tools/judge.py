@@ -9,8 +9,8 @@ this shape.
 import json
 from typing import Any
 
-from .openai_shapes import accumulate as accumulate_deltas
-from .sse import SseDecoder
+from ..api.chat_completions import accumulate as accumulate_deltas
+from ..api.sse import SseDecoder
 
 FIELDS = ("content", "reasoning", "tool_calls", "finish_reason")
 

@@ -16,10 +16,10 @@ from mitmproxy import http
 from mitmproxy.test import taddons
 from mitmproxy.test import tflow
 
-from .addon import META
-from .addon import HarmonyFilter
-from .recording import is_event_stream
-from .recording import upstream_chunks
+from ..proxy.addon import META
+from ..proxy.addon import HarmonyFilter
+from ..recordings.recording import is_event_stream
+from ..recordings.recording import upstream_chunks
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ It lets the filter be demonstrated and tested end to end without a GPU: a record
 out byte for byte, and an SSE body goes out in the chunks the real server wrote, so whatever cuts
 a special token or a UTF-8 character in two reaches the proxy cut the same way.
 
-    python -m harmony_filter.replay_upstream [--host H] [--port P] [--pace S|recorded]
+    python -m harmony_filter.tools.replay_upstream [--host H] [--port P] [--pace S|recorded]
                                              [--guide] PATH...
 
 `--pace recorded` plays each stream at the pace it was recorded at (recordings made with
@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 from typing import Literal
 
-from .recording import flow_files
-from .recording import is_event_stream
-from .recording import load_recording
-from .recording import upstream_chunk_times
-from .recording import upstream_chunks
-from .upstream_errors import openai_error
+from ..api.errors import openai_error
+from ..recordings.recording import flow_files
+from ..recordings.recording import is_event_stream
+from ..recordings.recording import load_recording
+from ..recordings.recording import upstream_chunk_times
+from ..recordings.recording import upstream_chunks
 
 HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 MAX_HEAD = 64 * 1024
@@ -350,7 +350,7 @@ import json
 
 from openai import OpenAI
 
-from harmony_filter.recording import load_recording
+from harmony_filter.recordings.recording import load_recording
 
 request = json.loads(load_recording("{recording.path.resolve()}").request.content)
 client = OpenAI(base_url="{base_url}", api_key="unused")
@@ -367,7 +367,7 @@ PY"""
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m harmony_filter.replay_upstream",
+        prog="python -m harmony_filter.tools.replay_upstream",
         description="Serve recorded gpt-oss responses as an OpenAI-compatible upstream.",
     )
     parser.add_argument("--host", default="127.0.0.1")

@@ -1,6 +1,6 @@
 """The replay viewer: what the filter makes of a recorded exchange now.
 
-    python -m harmony_filter.viewer [--width N] PATH...   (./run.sh replay)
+    python -m harmony_filter.tools.viewer [--width N] PATH...   (./run.sh replay)
 
 For each chat flow in each recording (a file, or the `*.flow` files of a directory) it shows side
 by side: what the upstream sent, raw; what the CURRENT code gives the client (the real addon,
@@ -30,19 +30,19 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .addon import is_chat_request
-from .addon import parse_json_object
-from .chat_result import FIELDS
-from .chat_result import client_result
+from ..proxy.addon import is_chat_request
+from ..proxy.addon import parse_json_object
+from ..recordings.recording import flow_files
+from ..recordings.recording import is_event_stream
+from ..recordings.recording import load_flows
+from ..recordings.recording import recorded_client_side
+from ..recordings.recording import upstream_chunk_times
+from ..recordings.recording import upstream_chunks
 from .expectations import accepted_answers
 from .expectations import is_answer
 from .expectations import read_expected
-from .recording import flow_files
-from .recording import is_event_stream
-from .recording import load_flows
-from .recording import recorded_client_side
-from .recording import upstream_chunk_times
-from .recording import upstream_chunks
+from .judge import FIELDS
+from .judge import client_result
 from .replay import replay_flow
 from .replay_upstream import last_user_text
 
@@ -75,7 +75,7 @@ class Side:
     title: str
     status: int | None
     result: dict[str, Any] | None
-    """chat_result's shape; None when there is no answer (see `other`)."""
+    """the judge's shape; None when there is no answer (see `other`)."""
     other: str | None = None
     """Why there is no answer: the error or body text, a crash."""
     did: dict[str, Any] = field(default_factory=dict)
@@ -333,7 +333,7 @@ def differs_from_recorded_client(report: FlowReport) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m harmony_filter.viewer",
+        prog="python -m harmony_filter.tools.viewer",
         description="Replay recordings through the current filter and show, side by side, the "
         "raw upstream response, what the client gets now and what it got when recorded.",
     )
