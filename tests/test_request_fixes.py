@@ -19,15 +19,15 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from harmony_filter.fixes import request_fixes
+from harmony_filter.fixes import tool_rules
 from harmony_filter.fixes.clients import detect_client
 from harmony_filter.fixes.clients import tool_name
 from harmony_filter.fixes.reasoning_cache import ReasoningCache
-from harmony_filter.fixes.request_fixes import DESCRIPTION_LIMIT
 from harmony_filter.fixes.request_fixes import RULES
 from harmony_filter.fixes.request_fixes import FixResult
 from harmony_filter.fixes.request_fixes import FixSettings
 from harmony_filter.fixes.request_fixes import fix_request
+from harmony_filter.fixes.tool_rules import DESCRIPTION_LIMIT
 
 REQUESTS = Path(__file__).parent / "data" / "requests"
 HARMONY_STOPS = ["<|return|>", "<|call|>"]
@@ -238,7 +238,7 @@ def test_schema_cleaning_leaves_data_and_definition_names_alone() -> None:
         },
         "$defs": {"examples": {"type": "string", "$schema": "y"}},
     }
-    assert request_fixes._clean_schema(schema) == {
+    assert tool_rules._clean_schema(schema) == {
         "type": "object",
         "properties": {
             "$schema": {"type": "string"},

@@ -18,7 +18,7 @@ from prometheus_client import generate_latest
 
 from .. import __version__
 from ..api.errors import openai_error
-from ..proxy.addon import proxy_modes
+from ..proxy.modes import proxy_modes
 
 PREFIX = "/harmony-filter/"
 READY_TIMEOUT = 1.0

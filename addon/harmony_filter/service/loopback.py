@@ -4,7 +4,7 @@ import logging
 
 from mitmproxy import ctx
 
-from ..proxy.addon import proxy_modes
+from ..proxy.modes import proxy_modes
 
 LOOPBACK = "127.0.0.1"
 
